@@ -1,0 +1,75 @@
+"""The Backend protocol: the thin edge between the gateway and a platform.
+
+The gateway owns the decision (agent) and the pool model (scheduler); a backend only carries
+out what they decided: start a pod of a size, resize a pod's CPU in place, run one invocation
+on a pod, stop a pod. Backends never decide sizes. Errors are raised from the
+`shabari.core.errors` tree (`BackendUnavailableError`, `FunctionFailedError`,
+`OutOfMemoryError`, `InvocationTimeoutError`) so the gateway maps them to HTTP uniformly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from shabari.core import FunctionSpec, NodeId, Outcome, PodId, Size
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    node_id: NodeId
+    cpu_millicores: int
+    memory_mib: int
+    gpus: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PodHandle:
+    """A started pod: where it runs, at what size, and what its cold start cost."""
+
+    pod_id: PodId
+    function: str
+    size: Size
+    node_id: NodeId
+    cold_start_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationResult:
+    """The function's response plus what was measured while it ran.
+
+    `outcome.status` is OK or ERROR (the function raised: `body` holds its error text);
+    OOM, crashes and timeouts are raised as exceptions *and* carry an `Outcome` on the
+    exception's `outcome` attribute so the agent can still learn from them.
+    """
+
+    body: bytes
+    content_type: str
+    outcome: Outcome
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    #: can a running pod's CPU be changed without a restart?
+    supports_resize: bool
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Stop every pod and release platform resources (cgroups, watches)."""
+
+    def nodes(self) -> tuple[NodeCapacity, ...]: ...
+
+    async def prepare(self, spec: FunctionSpec) -> None:
+        """Make the function runnable (images, variants, actions); idempotent."""
+
+    async def start_pod(self, spec: FunctionSpec, size: Size, node_id: NodeId) -> PodHandle: ...
+
+    async def resize(self, pod_id: PodId, cpu_millicores: int) -> None: ...
+
+    async def invoke(
+        self, pod_id: PodId, body: bytes, content_type: str | None, timeout_s: float
+    ) -> InvocationResult: ...
+
+    async def stop_pod(self, pod_id: PodId) -> None: ...

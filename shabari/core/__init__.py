@@ -1,0 +1,75 @@
+"""The vocabulary every layer shares: ids, specs, decisions, outcomes, cost, errors.
+
+`shabari.core` imports nothing of the project (an import-linter contract enforces it), so the
+agent, the scheduler, the simulator, the gateway and the operator can all speak these types
+without depending on each other.
+"""
+
+from shabari.core.context import DecisionContext
+from shabari.core.cost import CostModel, cost
+from shabari.core.errors import (
+    AdmissionError,
+    BackendError,
+    BackendUnavailableError,
+    CapacityError,
+    ConfigError,
+    DataFormatError,
+    FunctionFailedError,
+    InvocationTimeoutError,
+    OutOfMemoryError,
+    ShabariError,
+    SpecError,
+    UnknownFunctionError,
+)
+from shabari.core.ids import DecisionId, FunctionName, NodeId, PodId
+from shabari.core.spec import (
+    MEMORY_FLOOR_MIB,
+    SLO,
+    FunctionSpec,
+    Size,
+    size_grid,
+)
+from shabari.core.types import (
+    Decision,
+    Outcome,
+    OutcomeStatus,
+    Placement,
+    PlacementKind,
+)
+from shabari.core.units import format_cpu, format_memory, parse_cpu, parse_memory
+
+__all__ = [
+    "MEMORY_FLOOR_MIB",
+    "SLO",
+    "AdmissionError",
+    "BackendError",
+    "BackendUnavailableError",
+    "CapacityError",
+    "ConfigError",
+    "CostModel",
+    "DataFormatError",
+    "Decision",
+    "DecisionContext",
+    "DecisionId",
+    "FunctionFailedError",
+    "FunctionName",
+    "FunctionSpec",
+    "InvocationTimeoutError",
+    "NodeId",
+    "OutOfMemoryError",
+    "Outcome",
+    "OutcomeStatus",
+    "Placement",
+    "PlacementKind",
+    "PodId",
+    "ShabariError",
+    "Size",
+    "SpecError",
+    "UnknownFunctionError",
+    "cost",
+    "format_cpu",
+    "format_memory",
+    "parse_cpu",
+    "parse_memory",
+    "size_grid",
+]

@@ -1,0 +1,108 @@
+"""One exception tree for the whole project (in the manner of httpx).
+
+Every error a user can act on derives from `ShabariError` and says what was wrong and, where
+it helps, where (file, line, column, field). Adapters map these onto their own protocol: the
+gateway onto HTTP status codes (see `http_status`), the operator onto Kubernetes Events and
+status conditions, the CLI onto an exit code and one line on stderr.
+
+    ShabariError
+    ├── ConfigError                 bad configuration or specification (user input)
+    │   ├── SpecError               invalid FunctionSpec / SLO / size grid / annotation
+    │   └── DataFormatError         malformed trace or performance table (file, line, column)
+    ├── UnknownFunctionError        no function of that name is registered        (HTTP 404)
+    ├── AdmissionError              load shed: queue full                          (HTTP 429/503)
+    ├── CapacityError               the cluster cannot hold the decided size
+    └── BackendError                the platform could not run the invocation
+        ├── BackendUnavailableError backend or API server unreachable             (HTTP 503)
+        ├── FunctionFailedError     the function raised or its worker crashed     (HTTP 502)
+        ├── OutOfMemoryError        killed for exceeding its memory limit          (HTTP 502)
+        └── InvocationTimeoutError  no answer in time                              (HTTP 504)
+"""
+
+from __future__ import annotations
+
+
+class ShabariError(Exception):
+    """Base of every error Shabari raises on purpose."""
+
+    http_status: int = 500
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.detail}" if self.detail else self.message
+
+
+class ConfigError(ShabariError, ValueError):
+    """A configuration or specification is invalid; the message names the offending field."""
+
+    http_status = 400
+
+
+class SpecError(ConfigError):
+    """A FunctionSpec, SLO, size grid or annotation value is invalid."""
+
+    def __init__(self, message: str, *, field: str = "", detail: str = "") -> None:
+        super().__init__(f"{field}: {message}" if field else message, detail=detail)
+        self.field = field
+
+
+class DataFormatError(ConfigError):
+    """A trace or performance-table file is malformed; carries file, line and column."""
+
+    def __init__(
+        self, message: str, *, path: str = "", line: int | None = None, column: str | None = None
+    ) -> None:
+        where = path
+        if line is not None:
+            where += f":{line}"
+        if column:
+            where += f" (column {column!r})"
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.line = line
+        self.column = column
+
+
+class UnknownFunctionError(ShabariError, LookupError):
+    http_status = 404
+
+
+class AdmissionError(ShabariError):
+    """The gateway sheds load; `retry_after_s` goes into the Retry-After header."""
+
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, status: int = 429) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.http_status = status
+
+
+class CapacityError(ShabariError):
+    """No node can hold the requested size (not even after evicting idle pods)."""
+
+    http_status = 503
+
+
+class BackendError(ShabariError):
+    http_status = 502
+
+
+class BackendUnavailableError(BackendError):
+    http_status = 503
+
+
+class FunctionFailedError(BackendError):
+    http_status = 502
+
+
+class OutOfMemoryError(BackendError):
+    http_status = 502
+
+
+class InvocationTimeoutError(BackendError):
+    http_status = 504
