@@ -12,15 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from shabari.core import FunctionSpec, NodeId, Outcome, PodId, Size
+from shabari.core import FunctionSpec, NodeCapacity, NodeId, Outcome, PodId, Size
 
-
-@dataclass(frozen=True, slots=True)
-class NodeCapacity:
-    node_id: NodeId
-    cpu_millicores: int
-    memory_mib: int
-    gpus: int = 0
+__all__ = ["Backend", "InvocationResult", "NodeCapacity", "PodHandle"]
 
 
 @dataclass(frozen=True, slots=True)

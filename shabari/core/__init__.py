@@ -31,6 +31,7 @@ from shabari.core.spec import (
 )
 from shabari.core.types import (
     Decision,
+    NodeCapacity,
     Outcome,
     OutcomeStatus,
     Placement,
@@ -55,6 +56,7 @@ __all__ = [
     "FunctionName",
     "FunctionSpec",
     "InvocationTimeoutError",
+    "NodeCapacity",
     "NodeId",
     "OutOfMemoryError",
     "Outcome",

@@ -16,6 +16,16 @@ from shabari.core.spec import Size
 
 
 @dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """One node (machine) of the cluster the scheduler places pods on."""
+
+    node_id: NodeId
+    cpu_millicores: int
+    memory_mib: int
+    gpus: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     decision_id: DecisionId
     function: FunctionName

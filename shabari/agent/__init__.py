@@ -1,0 +1,1 @@
+"""shabari.agent (being built)."""

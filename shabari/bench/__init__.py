@@ -1,0 +1,1 @@
+"""shabari.bench (being built)."""

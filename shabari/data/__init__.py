@@ -1,0 +1,1 @@
+"""shabari.data (being built)."""

@@ -1,0 +1,1 @@
+"""shabari.demo (being built)."""

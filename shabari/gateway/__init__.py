@@ -1,0 +1,1 @@
+"""shabari.gateway (being built)."""

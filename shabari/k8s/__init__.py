@@ -1,0 +1,1 @@
+"""shabari.k8s (being built)."""

@@ -1,0 +1,1 @@
+"""shabari.profiling (being built)."""

@@ -1,0 +1,1 @@
+"""shabari.runtime (being built)."""

@@ -1,0 +1,1 @@
+"""shabari.scheduler (being built)."""

@@ -1,0 +1,1 @@
+"""shabari.sim (being built)."""
