@@ -58,7 +58,10 @@ class Backend(Protocol):
     async def prepare(self, spec: FunctionSpec) -> None:
         """Make the function runnable (images, variants, actions); idempotent."""
 
-    async def start_pod(self, spec: FunctionSpec, size: Size, node_id: NodeId) -> PodHandle: ...
+    async def start_pod(
+        self, pod_id: PodId, spec: FunctionSpec, size: Size, node_id: NodeId
+    ) -> PodHandle:
+        """Start a pod with the id the scheduler gave it; return once it is ready."""
 
     async def resize(self, pod_id: PodId, cpu_millicores: int) -> None: ...
 

@@ -75,3 +75,7 @@ __all__ = [
     "parse_memory",
     "size_grid",
 ]
+
+from shabari.core.specdict import parse_sizes, parse_slo, spec_from_mapping, spec_to_mapping
+
+__all__ += ["parse_sizes", "parse_slo", "spec_from_mapping", "spec_to_mapping"]
