@@ -16,7 +16,9 @@ status conditions, the CLI onto an exit code and one line on stderr.
         ├── BackendUnavailableError backend or API server unreachable             (HTTP 503)
         ├── FunctionFailedError     the function raised or its worker crashed     (HTTP 502)
         ├── OutOfMemoryError        killed for exceeding its memory limit          (HTTP 502)
-        └── InvocationTimeoutError  no answer in time                              (HTTP 504)
+        ├── InvocationTimeoutError  no answer in time                              (HTTP 504)
+        └── ResizeRejectedError     the platform would not resize a pod in place: the pod
+                                    keeps its old size; place on another pod / cold start
 """
 
 from __future__ import annotations
@@ -106,3 +108,20 @@ class OutOfMemoryError(BackendError):
 
 class InvocationTimeoutError(BackendError):
     http_status = 504
+
+
+class ResizeRejectedError(BackendError):
+    """An in-place CPU resize was deferred, infeasible or unsupported; nothing ran.
+
+    The pod keeps serving at its previous size (`pod_id`, `reason` = the platform's word:
+    `Deferred`, `Infeasible`, `Unsupported`, ...). The caller should place the invocation on
+    another warm pod or cold-start a new one instead of failing it.
+    """
+
+    http_status = 503
+
+    def __init__(self, message: str, *, pod_id: str = "", reason: str = "",
+                 detail: str = "") -> None:
+        super().__init__(message, detail=detail)
+        self.pod_id = pod_id
+        self.reason = reason
