@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="functions YAML (default: bundled functions)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--policy", default="shabari",
+                   help="shabari | static-max | static-default | random")
+    p.add_argument("--state-dir", default=None,
+                   help="model checkpoints + decision log (restored at start)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-concurrent", type=int, default=None, help="invocations at once")
+    p.add_argument("--max-queue", type=int, default=None, help="waiting invocations (then 429)")
+    p.add_argument("--keep-alive", type=float, default=None, help="idle pod keep-alive seconds")
 
     p = sub.add_parser("operator", help="run the Kubernetes control plane (kopf)")
     p.add_argument("kopf_args", nargs=argparse.REMAINDER, help="options passed to `kopf run`")

@@ -1,0 +1,154 @@
+"""The gateway's configuration: its own knobs and the functions it serves.
+
+Functions come from a YAML file (`--config FILE`) whose top-level `functions:` mapping holds,
+per function name, a spec in the shared schema (`shabari.core.specdict`: slo, featurizer,
+sizes, defaultSize, gpuCapable) plus optional backend keys (`directory`, `handler`,
+`perfTable`). The operator publishes exactly this YAML in a ConfigMap. Without a file the
+gateway serves the bundled functions with their own `function.yaml` specs.
+
+Parsing is strict and every error is a `ConfigError`/`SpecError` naming the file and field, so a
+typo in a ConfigMap is reported at start instead of surfacing as a wrong decision later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shabari.core import ConfigError, FunctionSpec, SpecError, spec_from_mapping
+
+#: keys of a function entry that belong to the backend, not to the spec schema
+BACKEND_KEYS = frozenset({"directory", "handler", "perfTable", "description"})
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionEntry:
+    """One served function: its validated spec plus where the backend finds its code."""
+
+    spec: FunctionSpec
+    directory: Path | None = None
+    handler: str | None = None
+    perf_table: Path | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Operational limits of one gateway process (all have safe defaults)."""
+
+    #: largest accepted request body; larger bodies get 413
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: invocations executing at once (beyond this they wait in the admission queue)
+    max_concurrent: int = 8
+    #: invocations allowed to wait for a slot; beyond this: 429
+    max_queue: int = 64
+    #: how long an invocation may wait in the admission queue before a 503
+    queue_timeout_s: float = 30.0
+    #: how long an admitted invocation may wait for cluster capacity (scheduler QUEUE)
+    capacity_wait_s: float = 30.0
+    #: per-invocation execution timeout passed to the backend (504 beyond it)
+    invoke_timeout_s: float = 60.0
+    #: idle warm pods are stopped after this
+    keep_alive_s: float = 120.0
+    #: where models are checkpointed (restored at start); None = no persistence
+    state_dir: Path | None = None
+    #: decision log file (JSON lines, rotated); None = `state_dir/decisions.jsonl` or off
+    decision_log: Path | None = None
+    decision_log_max_bytes: int = 16 * 1024 * 1024
+    decision_log_backups: int = 5
+    #: seconds between keep-alive sweeps
+    sweep_interval_s: float = 1.0
+    #: retry an OOM-killed invocation once with escalated memory
+    retry_oom: bool = True
+    #: longest a graceful shutdown waits for in-flight invocations
+    drain_timeout_s: float = 60.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def decision_log_path(self) -> Path | None:
+        if self.decision_log is not None:
+            return self.decision_log
+        if self.state_dir is not None:
+            return self.state_dir / "decisions.jsonl"
+        return None
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return None if self.state_dir is None else self.state_dir / "models"
+
+
+def entries_from_mapping(data: object, source: str = "config") -> dict[str, FunctionEntry]:
+    """Parse the `functions:` document (already loaded YAML) into function entries."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: top level must be a mapping with a 'functions' key")
+    functions = data.get("functions")
+    if not isinstance(functions, Mapping) or not functions:
+        raise ConfigError(f"{source}: 'functions' must be a non-empty mapping of name -> spec")
+    out: dict[str, FunctionEntry] = {}
+    for name, raw in functions.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}: function names must be non-empty strings, got {name!r}")
+        if not isinstance(raw, Mapping):
+            raise SpecError(f"must be a mapping, got {type(raw).__name__}",
+                            field=f"functions.{name}", detail=source)
+        spec_part = {k: v for k, v in raw.items() if k not in BACKEND_KEYS}
+        try:
+            spec = spec_from_mapping(name, spec_part, f"functions.{name}")
+        except SpecError as exc:
+            raise SpecError(exc.message, field=exc.field, detail=source) from exc
+        out[name] = FunctionEntry(
+            spec=spec,
+            directory=_opt_path(raw.get("directory"), f"functions.{name}.directory", source),
+            handler=_opt_str(raw.get("handler"), f"functions.{name}.handler", source),
+            perf_table=_opt_path(raw.get("perfTable"), f"functions.{name}.perfTable", source),
+            description=str(raw.get("description", "")),
+        )
+    return out
+
+
+def load_functions_yaml(path: str | Path) -> dict[str, FunctionEntry]:
+    """Read and validate a functions YAML file; relative paths resolve against its folder."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read functions config {p}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML", detail=str(exc)) from exc
+    entries = entries_from_mapping(data, str(p))
+    base = p.resolve().parent
+    return {
+        name: FunctionEntry(
+            spec=e.spec,
+            directory=_rebase(e.directory, base),
+            handler=e.handler,
+            perf_table=_rebase(e.perf_table, base),
+            description=e.description,
+        )
+        for name, e in entries.items()
+    }
+
+
+def _rebase(path: Path | None, base: Path) -> Path | None:
+    if path is None or path.is_absolute():
+        return path
+    return base / path
+
+
+def _opt_str(value: object, fld: str, source: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise SpecError("must be a non-empty string", field=fld, detail=source)
+    return value
+
+
+def _opt_path(value: object, fld: str, source: str) -> Path | None:
+    s = _opt_str(value, fld, source)
+    return None if s is None else Path(s)

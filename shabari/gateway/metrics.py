@@ -1,0 +1,189 @@
+"""Prometheus metrics of one gateway, and the pool ledger that measures allocation over time.
+
+Each gateway owns its own `CollectorRegistry` (several gateways can live in one test process).
+Metric names and labels are a contract documented in docs/metrics.md; change both together.
+
+The `PoolLedger` integrates what the backend really holds: every pod's size (the cgroup limits
+set on it) times the seconds it exists, split into busy (serving an invocation) and idle (warm,
+waiting). That is the "allocated" and "idle" accounting of DESIGN 4.5, measured on wall time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from shabari.core import PodId, Size
+
+_DECISION_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class GatewayMetrics:
+    """All metrics the gateway exports (see docs/metrics.md for meaning and units)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "shabari_http_requests", "HTTP responses by route and status code",
+            ["route", "code"], registry=r)
+        self.invocations = Counter(
+            "shabari_invocations", "Invocations answered, by final outcome status",
+            ["function", "status"], registry=r)
+        self.slo_violations = Counter(
+            "shabari_slo_violations", "Invocations that missed their SLO or failed",
+            ["function"], registry=r)
+        self.cold_starts = Counter(
+            "shabari_cold_starts", "Pods started for an invocation (cold starts)",
+            ["function"], registry=r)
+        self.resizes = Counter(
+            "shabari_resizes", "Warm pods whose CPU was changed in place",
+            ["function"], registry=r)
+        self.oom_retries = Counter(
+            "shabari_oom_retries", "Invocations retried with escalated memory after an OOM kill",
+            ["function"], registry=r)
+        self.decision_seconds = Histogram(
+            "shabari_decision_seconds", "Featurize + decide + place time per invocation",
+            ["function"], buckets=_DECISION_BUCKETS, registry=r)
+        self.latency_seconds = Histogram(
+            "shabari_invocation_latency_seconds",
+            "Invocation latency as the SLO judges it (placement to response, incl. cold start)",
+            ["function"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.allocated_vcpu_seconds = Counter(
+            "shabari_allocated_vcpu_seconds", "vCPU allocated to invocations x seconds held",
+            ["function"], registry=r)
+        self.used_vcpu_seconds = Counter(
+            "shabari_used_vcpu_seconds", "CPU seconds the invocations actually used",
+            ["function"], registry=r)
+        self.allocated_memory_gib_seconds = Counter(
+            "shabari_allocated_memory_gib_seconds",
+            "Memory limit (GiB) of invocations x seconds held", ["function"], registry=r)
+        self.used_memory_gib_seconds = Counter(
+            "shabari_used_memory_gib_seconds",
+            "Peak memory (GiB) of invocations x seconds held", ["function"], registry=r)
+        self.pool_vcpu_seconds = Counter(
+            "shabari_pool_vcpu_seconds", "vCPU held by pods x seconds, by pod state",
+            ["function", "state"], registry=r)
+        self.pool_memory_gib_seconds = Counter(
+            "shabari_pool_memory_gib_seconds", "Memory (GiB) held by pods x seconds, by pod state",
+            ["function", "state"], registry=r)
+        self.pods = Gauge(
+            "shabari_pods", "Pods in the pool by state", ["function", "state"], registry=r)
+        self.allocated_vcpu = Gauge(
+            "shabari_pool_allocated_vcpu", "vCPU currently held by all pods", registry=r)
+        self.allocated_memory_gib = Gauge(
+            "shabari_pool_allocated_memory_gib", "Memory (GiB) currently held by all pods",
+            registry=r)
+        self.inflight = Gauge(
+            "shabari_inflight_invocations", "Invocations admitted and running", registry=r)
+        self.queued = Gauge(
+            "shabari_admission_queue_depth", "Invocations waiting for an admission slot",
+            registry=r)
+        self.shed = Counter(
+            "shabari_admission_shed", "Requests shed by admission control, by reason",
+            ["reason"], registry=r)
+        self.model_version = Gauge(
+            "shabari_model_version", "Model version of each function's policy", ["function"],
+            registry=r)
+
+    def render(self) -> bytes:
+        data: bytes = generate_latest(self.registry)
+        return data
+
+
+@dataclass(slots=True)
+class _PodAccount:
+    function: str
+    size: Size
+    since: float
+    busy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTotals:
+    busy_vcpu_seconds: float
+    busy_memory_gib_seconds: float
+    idle_vcpu_seconds: float
+    idle_memory_gib_seconds: float
+    pods_started: int
+
+
+class PoolLedger:
+    """Integrates pod size x time, split into busy and idle, and feeds the pool metrics."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._m = metrics
+        self._pods: dict[PodId, _PodAccount] = {}
+        self._busy = [0.0, 0.0]
+        self._idle = [0.0, 0.0]
+        self._started = 0
+
+    def _close(self, acc: _PodAccount, now: float) -> None:
+        dt = max(0.0, now - acc.since)
+        v, g = acc.size.vcpu * dt, acc.size.memory_gib * dt
+        state = "busy" if acc.busy else "idle"
+        target = self._busy if acc.busy else self._idle
+        target[0] += v
+        target[1] += g
+        self._m.pool_vcpu_seconds.labels(acc.function, state).inc(v)
+        self._m.pool_memory_gib_seconds.labels(acc.function, state).inc(g)
+        acc.since = now
+
+    def _gauges(self) -> None:
+        self._m.allocated_vcpu.set(sum(a.size.vcpu for a in self._pods.values()))
+        self._m.allocated_memory_gib.set(sum(a.size.memory_gib for a in self._pods.values()))
+
+    def started(self, pod_id: PodId, function: str, size: Size, now: float) -> None:
+        self._pods[pod_id] = _PodAccount(function, size, now, busy=True)
+        self._started += 1
+        self._m.pods.labels(function, "busy").inc()
+        self._gauges()
+
+    def busy(self, pod_id: PodId, size: Size, now: float) -> None:
+        """A warm pod takes an invocation, possibly resized to `size`."""
+        acc = self._pods.get(pod_id)
+        if acc is None:
+            return
+        self._close(acc, now)
+        if not acc.busy:
+            self._m.pods.labels(acc.function, "idle").dec()
+            self._m.pods.labels(acc.function, "busy").inc()
+        acc.busy = True
+        acc.size = size
+        self._gauges()
+
+    def idle(self, pod_id: PodId, now: float) -> None:
+        acc = self._pods.get(pod_id)
+        if acc is None or not acc.busy:
+            return
+        self._close(acc, now)
+        acc.busy = False
+        self._m.pods.labels(acc.function, "busy").dec()
+        self._m.pods.labels(acc.function, "idle").inc()
+
+    def stopped(self, pod_id: PodId, now: float) -> None:
+        acc = self._pods.pop(pod_id, None)
+        if acc is None:
+            return
+        self._close(acc, now)
+        self._m.pods.labels(acc.function, "busy" if acc.busy else "idle").dec()
+        self._gauges()
+
+    def totals(self, now: float) -> PoolTotals:
+        for acc in self._pods.values():
+            self._close(acc, now)
+        return PoolTotals(self._busy[0], self._busy[1], self._idle[0], self._idle[1],
+                          self._started)
+
+    def pod_ids(self) -> list[PodId]:
+        return list(self._pods)

@@ -1,0 +1,552 @@
+"""The invocation path of the gateway, independent of HTTP.
+
+    featurize -> DecisionContext -> policy.decide -> scheduler.place/commit
+              -> backend (start pod | resize | invoke) -> Outcome -> policy.learn
+              -> metrics, decision log, ledger
+
+This is the same sequence of the same objects as the simulator's: only the clock (monotonic
+wall time here) and the backend (real worker processes here) differ. Everything runs on one
+event loop: `decide` and `learn` are synchronous and never interleave with each other for the
+same function, which is what the VW workspaces need (they are not thread-safe). Nothing here
+blocks the loop: backend calls are awaited, checkpoints are written in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from shabari.agent.policy import Policy
+from shabari.backends.base import Backend
+from shabari.core import (
+    BackendError,
+    CapacityError,
+    Decision,
+    DecisionContext,
+    FunctionName,
+    FunctionSpec,
+    Outcome,
+    OutcomeStatus,
+    Placement,
+    PlacementKind,
+    PodId,
+    ShabariError,
+    Size,
+    UnknownFunctionError,
+    spec_to_mapping,
+)
+from shabari.core.cost import cost as cost_of
+from shabari.core.cost import violated as violated_fn
+from shabari.core.errors import ResizeRejectedError
+from shabari.gateway.admission import AdmissionController
+from shabari.gateway.config import GatewayConfig
+from shabari.gateway.decisionlog import DecisionLog, decision_record
+from shabari.gateway.metrics import GatewayMetrics, PoolLedger
+from shabari.gateway.slo import SloResolver
+from shabari.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+class Featurize(Protocol):
+    def __call__(
+        self, body: bytes, content_type: str | None, kind: str, options: Mapping[str, object]
+    ) -> dict[str, float]: ...
+
+
+@dataclass(slots=True)
+class FunctionStats:
+    invocations: int = 0
+    slo_violations: int = 0
+    failures: int = 0
+    cold_starts: int = 0
+    oom_retries: int = 0
+    cold_start_ms_sum: float = 0.0
+
+    @property
+    def slo_attainment(self) -> float | None:
+        if not self.invocations:
+            return None
+        return 1.0 - self.slo_violations / self.invocations
+
+    def cold_start_estimate_ms(self) -> float | None:
+        return self.cold_start_ms_sum / self.cold_starts if self.cold_starts else None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the HTTP layer sends back for one invocation (success or post-decision failure)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    decision: Decision
+    placement: Placement | None
+    outcome: Outcome
+    body: bytes
+    content_type: str
+    error: ShabariError | None
+    pod_size: Size
+    slo_ms: float
+    violated: bool
+
+
+def _outcome_of(exc: BackendError, latency_ms: float) -> Outcome:
+    carried = getattr(exc, "outcome", None)
+    if isinstance(carried, Outcome):
+        return carried
+    status = {
+        "OutOfMemoryError": OutcomeStatus.OOM,
+        "InvocationTimeoutError": OutcomeStatus.TIMEOUT,
+    }.get(type(exc).__name__, OutcomeStatus.CRASH)
+    return Outcome(latency_ms=latency_ms, status=status, detail=str(exc))
+
+
+class Gateway:
+    """Owns the pool model, the policy and the backend of one gateway process."""
+
+    def __init__(
+        self,
+        *,
+        functions: Mapping[str, FunctionSpec],
+        policy: Policy,
+        scheduler: Scheduler,
+        backend: Backend,
+        featurize: Featurize,
+        slo: SloResolver | None = None,
+        config: GatewayConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.functions = dict(functions)
+        self.policy = policy
+        self.scheduler = scheduler
+        self.backend = backend
+        self.featurize = featurize
+        self.slo = slo or SloResolver()
+        self.config = config or GatewayConfig()
+        self._clock = clock
+        self._t0 = clock()
+        self.metrics = GatewayMetrics()
+        self.ledger = PoolLedger(self.metrics)
+        self.admission = AdmissionController(
+            self.config.max_concurrent, self.config.max_queue, self.config.queue_timeout_s)
+        self.decisions = DecisionLog(self.config.decision_log_path,
+                                     self.config.decision_log_max_bytes,
+                                     self.config.decision_log_backups)
+        self.stats: dict[str, FunctionStats] = {name: FunctionStats() for name in self.functions}
+        self.ready = False
+        self.restored: dict[str, int] = {}
+        self._capacity = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._touched: set[str] = set()
+        self._closed = False
+
+    # -- clock -----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Seconds since the gateway started (monotonic): the `now` every decision gets."""
+        return self._clock() - self._t0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.backend.start()
+        for spec in self.functions.values():
+            await self.backend.prepare(spec)
+        await self._restore()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="shabari-keepalive")
+        self.ready = True
+
+    async def close(self) -> None:
+        """Graceful shutdown: stop admitting, drain, checkpoint every model, stop every pod."""
+        if self._closed:
+            return
+        self._closed = True
+        self.ready = False
+        self.admission.start_draining()
+        drained = await self.admission.drained(self.config.drain_timeout_s)
+        if not drained:
+            log.warning("shutdown: %d invocations still running after %.0fs",
+                        self.admission.running, self.config.drain_timeout_s)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self.checkpoint_all()
+        finally:
+            now = self.now()
+            for pod_id in self.ledger.pod_ids():
+                self.ledger.stopped(pod_id, now)
+            await self.backend.close()
+            self.decisions.close()
+
+    def _checkpoint_path(self, function: str) -> Path | None:
+        d = self.config.checkpoint_dir
+        return None if d is None else d / f"{function}.ckpt"
+
+    async def _restore(self) -> None:
+        restore = getattr(self.policy, "restore", None)
+        if restore is None:
+            return
+        for name in self.functions:
+            path = self._checkpoint_path(name)
+            if path is None or not path.exists():
+                continue
+            data = await asyncio.to_thread(path.read_bytes)
+            try:
+                restore(name, data)
+            except Exception as exc:  # a corrupt checkpoint must not keep the gateway down
+                log.warning("checkpoint %s not restored (%s); starting %s from scratch",
+                            path, exc, name)
+                continue
+            self._touched.add(name)
+            self.restored[name] = self._model_version(name)
+
+    async def checkpoint_all(self) -> list[Path]:
+        """Write every touched function's model to `state_dir/models/<function>.ckpt`."""
+        checkpoint = getattr(self.policy, "checkpoint", None)
+        written: list[Path] = []
+        if checkpoint is None:
+            return written
+        for name in sorted(self._touched):
+            path = self._checkpoint_path(name)
+            if path is None:
+                continue
+            data: bytes = checkpoint(name)
+            await asyncio.to_thread(_atomic_write, path, data)
+            written.append(path)
+        return written
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            now = self.now()
+            for pod in self.scheduler.expire(now):
+                self.ledger.stopped(pod.pod_id, now)
+                await self._stop_pod(pod.pod_id)
+
+    async def _stop_pod(self, pod_id: PodId) -> None:
+        try:
+            await self.backend.stop_pod(pod_id)
+        except Exception as exc:  # best effort: the pod is gone from the model already
+            log.warning("stopping pod %s failed: %s", pod_id, exc)
+
+    def _capacity_changed(self) -> None:
+        ev, self._capacity = self._capacity, asyncio.Event()
+        ev.set()
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def _model_version(self, function: str) -> int:
+        state = self.learning_state(function)
+        v = state.get("model_version", 0) if state else 0
+        return int(v) if isinstance(v, int | float) else 0
+
+    def learning_state(self, function: str) -> dict[str, Any]:
+        state_fn = getattr(self.policy, "state", None)
+        if state_fn is None:
+            return {"phase": "static", "outcomes_seen": 0, "model_version": 0}
+        state = state_fn(FunctionName(function))
+        if dataclasses.is_dataclass(state) and not isinstance(state, type):
+            return dataclasses.asdict(state)
+        if isinstance(state, Mapping):
+            return dict(state)
+        return {"state": str(state)}
+
+    # -- the invocation path -----------------------------------------------------------------
+
+    def spec(self, function: str) -> FunctionSpec:
+        spec = self.functions.get(function)
+        if spec is None:
+            raise UnknownFunctionError(f"unknown function {function!r}",
+                                       detail=f"known: {', '.join(sorted(self.functions))}")
+        return spec
+
+    async def invoke(self, function: str, body: bytes, content_type: str | None) -> Reply:
+        """Run one invocation end to end (the caller holds an admission slot)."""
+        spec = self.spec(function)
+        t_start = self._clock()
+        features = self.featurize(body, content_type, spec.featurizer, spec.featurizer_options)
+        slo_before = self.slo.resolve_before(spec, features)
+        now = self.now()
+        ctx = DecisionContext(
+            spec=spec, features=features, now=now,
+            warm_idle=self.scheduler.warm_idle(spec.name, now),
+            supports_resize=self.backend.supports_resize, slo_ms=slo_before)
+        decision = self.policy.decide(ctx)
+        self._touched.add(function)
+        attempt = await self._attempt(spec, ctx, decision, body, content_type, t_start, 1, None)
+        first = attempt
+        if attempt.outcome.status is OutcomeStatus.OOM and self.config.retry_oom:
+            escalate = getattr(self.policy, "escalate", None)
+            bigger: Decision | None = escalate(ctx, attempt.decision) if escalate else None
+            if bigger is not None:
+                self.metrics.oom_retries.labels(function).inc()
+                self.stats[function].oom_retries += 1
+                attempt = await self._attempt(spec, ctx, bigger, body, content_type,
+                                              self._clock(), 2, first.decision.decision_id)
+        return self._reply(spec, attempt, retried=attempt is not first)
+
+    async def _attempt(
+        self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision, body: bytes,
+        content_type: str | None, t_start: float, attempt_no: int, retry_of: str | None,
+    ) -> _Attempt:
+        fn = spec.name
+        placement: Placement | None = None
+        pod_size = decision.size
+        error: ShabariError | None = None
+        resp_body, resp_ct = b"", "application/octet-stream"
+        cold_ms = 0.0
+        t_decided = self._clock()
+        try:
+            placement, pod_id, pod_size, cold_ms = await self._place(spec, decision)
+            self.metrics.decision_seconds.labels(fn).observe(t_decided - t_start)
+            t_run = self._clock()
+            try:
+                result = await self.backend.invoke(
+                    pod_id, body, content_type, self.config.invoke_timeout_s)
+            except BackendError as exc:
+                latency_ms = (self._clock() - t_run) * 1000.0 + cold_ms
+                error = exc
+                raw = _outcome_of(exc, latency_ms)
+                outcome = dataclasses.replace(
+                    raw, latency_ms=latency_ms, cold_start=placement.cold_start,
+                    cold_start_ms=cold_ms, detail=raw.detail or str(exc))
+                now = self.now()
+                self.scheduler.remove(pod_id)
+                self.ledger.stopped(pod_id, now)
+                self._capacity_changed()
+                await self._stop_pod(pod_id)
+            else:
+                latency_ms = (self._clock() - t_run) * 1000.0 + cold_ms
+                resp_body, resp_ct = result.body, result.content_type
+                outcome = dataclasses.replace(
+                    result.outcome, latency_ms=latency_ms, cold_start=placement.cold_start,
+                    cold_start_ms=cold_ms)
+                now = self.now()
+                self.scheduler.release(pod_id, now)
+                self.ledger.idle(pod_id, now)
+                self._capacity_changed()
+        except ShabariError as exc:
+            # no pod could run it (capacity, backend down): nothing to learn about the size
+            error = exc
+            outcome = Outcome(latency_ms=(self._clock() - t_decided) * 1000.0,
+                              status=OutcomeStatus.CRASH, detail=str(exc))
+            slo_ms, violated = self._account(spec, ctx, decision, placement, outcome, None,
+                                             attempt_no, retry_of, learn=False)
+            return _Attempt(decision, placement, outcome, b"", "", error, pod_size, slo_ms,
+                            violated)
+        slo_ms, violated = self._account(spec, ctx, decision, placement, outcome, pod_size,
+                                         attempt_no, retry_of, learn=True)
+        return _Attempt(decision, placement, outcome, resp_body, resp_ct, error, pod_size, slo_ms,
+                        violated)
+
+    async def _place(
+        self, spec: FunctionSpec, decision: Decision
+    ) -> tuple[Placement, PodId, Size, float]:
+        """Place, commit, then start, resize or reuse the pod: (placement, pod, size, cold ms).
+
+        A scheduler QUEUE waits (bounded) for capacity to change; a resize the platform rejects
+        retires that pod and places again (normally a cold start).
+        """
+        fn = spec.name
+        deadline = self._clock() + self.config.capacity_wait_s
+        est = self.stats[fn].cold_start_estimate_ms()
+        while True:
+            now = self.now()
+            placement = self.scheduler.place(fn, decision.size, now, cold_start_ms=est)
+            if placement.kind is PlacementKind.REJECT:
+                raise CapacityError(f"cannot place {fn} at {decision.size}",
+                                    detail=placement.reason)
+            if placement.kind is PlacementKind.QUEUE:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise CapacityError(f"no capacity for {fn} at {decision.size} "
+                                        f"within {self.config.capacity_wait_s:g}s",
+                                        detail=placement.reason)
+                ev = self._capacity
+                try:
+                    await asyncio.wait_for(ev.wait(), timeout=min(remaining, 1.0))
+                except TimeoutError:
+                    pass
+                continue
+            pod = self.scheduler.commit(placement, fn, now, cold_start_ms=est or 0.0)
+            for victim in placement.evict:
+                self.ledger.stopped(victim, now)
+                await self._stop_pod(victim)
+            if placement.kind is PlacementKind.COLD:
+                try:
+                    handle = await self.backend.start_pod(pod.pod_id, spec, pod.size,
+                                                          pod.node_id)
+                except BaseException:
+                    self.scheduler.remove(pod.pod_id)
+                    self._capacity_changed()
+                    raise
+                self.scheduler.ready(pod.pod_id, self.now())
+                cold_ms = handle.cold_start_ms
+                st = self.stats[fn]
+                st.cold_starts += 1
+                st.cold_start_ms_sum += cold_ms
+                self.metrics.cold_starts.labels(fn).inc()
+                self.ledger.started(pod.pod_id, fn, pod.size, self.now())
+                return placement, pod.pod_id, pod.size, cold_ms
+            if placement.kind is PlacementKind.RESIZE:
+                try:
+                    await self.backend.resize(pod.pod_id, pod.size.cpu_millicores)
+                except BaseException as exc:
+                    self.scheduler.remove(pod.pod_id)
+                    self.ledger.stopped(pod.pod_id, self.now())
+                    self._capacity_changed()
+                    await self._stop_pod(pod.pod_id)
+                    if isinstance(exc, ResizeRejectedError):
+                        log.info("resize of %s rejected (%s); placing again", pod.pod_id,
+                                 exc.reason)
+                        continue
+                    raise
+                self.metrics.resizes.labels(fn).inc()
+            self.ledger.busy(pod.pod_id, pod.size, self.now())
+            return placement, pod.pod_id, pod.size, 0.0
+
+    def _account(
+        self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision,
+        placement: Placement | None, outcome: Outcome, pod_size: Size | None, attempt_no: int,
+        retry_of: str | None, *, learn: bool,
+    ) -> tuple[float, bool]:
+        fn = spec.name
+        slo_ms = self.slo.resolve_after(spec, ctx.features, ctx.slo_ms, outcome.latency_ms,
+                                        outcome.ok)
+        c = cost_of(decision.size, outcome, slo_ms, spec.largest)
+        violated = violated_fn(outcome, slo_ms)
+        if learn:
+            learn_ctx = ctx if ctx.slo_ms is not None else dataclasses.replace(ctx, slo_ms=slo_ms)
+            self.policy.learn(learn_ctx, decision, outcome)
+            self.metrics.model_version.labels(fn).set(decision.model_version)
+        seconds = outcome.latency_ms / 1000.0
+        if pod_size is not None:
+            self.metrics.allocated_vcpu_seconds.labels(fn).inc(pod_size.vcpu * seconds)
+            self.metrics.allocated_memory_gib_seconds.labels(fn).inc(pod_size.memory_gib * seconds)
+        self.metrics.used_vcpu_seconds.labels(fn).inc(max(outcome.cpu_seconds, 0.0))
+        self.metrics.used_memory_gib_seconds.labels(fn).inc(
+            max(outcome.peak_memory_mib, 0.0) / 1024.0 * seconds)
+        rec = decision_record(
+            ts=time.time(), decision=decision, features=ctx.features, slo_ms=slo_ms,
+            placement=placement, outcome=outcome, cost=c, violated=violated,
+            attempt=attempt_no, retry_of=retry_of)
+        if pod_size is not None:
+            rec["pod_size"] = {"cpu_millicores": pod_size.cpu_millicores,
+                               "memory_mib": pod_size.memory_mib, "gpu": pod_size.gpu}
+        self.decisions.write(rec)
+        return slo_ms, violated
+
+    def _reply(self, spec: FunctionSpec, attempt: _Attempt, *, retried: bool) -> Reply:
+        fn = spec.name
+        outcome = attempt.outcome
+        st = self.stats[fn]
+        st.invocations += 1
+        violated = attempt.violated
+        if violated:
+            st.slo_violations += 1
+            self.metrics.slo_violations.labels(fn).inc()
+        status_label = outcome.status.value if attempt.error is None or attempt.placement \
+            else "rejected"
+        if not outcome.ok:
+            st.failures += 1
+        self.metrics.invocations.labels(fn, status_label).inc()
+        self.metrics.latency_seconds.labels(fn).observe(outcome.latency_ms / 1000.0)
+        size = attempt.decision.size
+        headers = {
+            "X-Shabari-Cpu-Millicores": str(size.cpu_millicores),
+            "X-Shabari-Memory-Mib": str(size.memory_mib),
+            "X-Shabari-Gpu": str(size.gpu),
+            "X-Shabari-Cold-Start": "true" if outcome.cold_start else "false",
+            "X-Shabari-Latency-Ms": f"{outcome.latency_ms:.3f}",
+            "X-Shabari-Decision-Id": str(attempt.decision.decision_id),
+            "X-Shabari-Slo-Ms": f"{attempt.slo_ms:.3f}",
+            "X-Shabari-Policy": attempt.decision.policy,
+        }
+        if attempt.placement is not None:
+            headers["X-Shabari-Placement"] = attempt.placement.kind.value
+            ps = attempt.pod_size
+            headers["X-Shabari-Pod-Size"] = f"{ps.cpu_millicores}m,{ps.memory_mib}Mi,{ps.gpu}"
+        if retried:
+            headers["X-Shabari-Retried"] = "oom"
+        if attempt.error is not None:
+            err = attempt.error
+            return Reply(err.http_status, error_body(_error_title(err), err.detail or str(err)),
+                         "application/json", headers)
+        if outcome.status is OutcomeStatus.ERROR:
+            detail = attempt.body.decode("utf-8", "replace")[:2000]
+            return Reply(502, error_body("function raised an error", detail),
+                         "application/json", headers)
+        return Reply(200, attempt.body, attempt.content_type or "application/octet-stream",
+                     headers)
+
+    def functions_view(self) -> list[dict[str, Any]]:
+        """The `GET /functions` document (the operator reads `stats`)."""
+        out = []
+        for name, spec in sorted(self.functions.items()):
+            st = self.stats[name]
+            m = spec_to_mapping(spec)
+            out.append({
+                "name": name,
+                "slo": m["slo"],
+                "featurizer": m["featurizer"],
+                "sizes": m["sizes"],
+                "gpuCapable": spec.gpu_capable,
+                "defaultSize": m.get("defaultSize"),
+                "learning": self.learning_state(name),
+                "stats": {
+                    "invocations": st.invocations,
+                    "slo_violations": st.slo_violations,
+                    "slo_attainment": st.slo_attainment,
+                    "failures": st.failures,
+                    "cold_starts": st.cold_starts,
+                    "oom_retries": st.oom_retries,
+                },
+            })
+        return out
+
+    def stats_view(self) -> dict[str, Any]:
+        """`GET /stats`: totals the demo and the benchmarks read (pool ledger, admission)."""
+        t = self.ledger.totals(self.now())
+        return {
+            "uptime_s": self.now(),
+            "pool": dataclasses.asdict(t),
+            "admission": {"running": self.admission.running,
+                          "waiting": self.admission.waiting,
+                          "shed": dict(self.admission.shed)},
+            "decision_log_records": self.decisions.records,
+            "functions": {n: dataclasses.asdict(s) for n, s in self.stats.items()},
+        }
+
+
+def _error_title(err: ShabariError) -> str:
+    return err.message
+
+
+def error_body(error: str, detail: str = "") -> bytes:
+    return json.dumps({"error": error, "detail": detail}).encode()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+

@@ -1,0 +1,55 @@
+"""The functions YAML: shared spec schema plus backend keys; clear errors for bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shabari.core import ConfigError, Size, SpecError
+from shabari.gateway.config import GatewayConfig, entries_from_mapping, load_functions_yaml
+
+
+class TestParse:
+    def test_spec_and_backend_keys(self, tmp_path: Path) -> None:
+        (tmp_path / "cfg.yaml").write_text(
+            "functions:\n"
+            "  thumb:\n"
+            "    slo: {latencyMs: 250}\n"
+            "    featurizer: {type: image}\n"
+            "    sizes: {cpu: [250m, 1], memory: [128Mi, 256Mi]}\n"
+            "    directory: fn/thumb\n"
+            "    perfTable: fn/thumb/perf.csv\n")
+        entries = load_functions_yaml(tmp_path / "cfg.yaml")
+        e = entries["thumb"]
+        assert e.spec.slo.latency_ms == 250
+        assert e.spec.featurizer == "image"
+        assert Size(1000, 256) in e.spec.sizes and len(e.spec.sizes) == 4
+        assert e.directory == tmp_path / "fn/thumb"
+        assert e.perf_table == tmp_path / "fn/thumb/perf.csv"
+
+    def test_bad_field_is_named(self) -> None:
+        with pytest.raises(SpecError) as info:
+            entries_from_mapping({"functions": {"f": {"sizes": {"cpu": ["2x"], "memory": ["1Gi"]}}}})
+        assert "functions.f.sizes.cpu" in str(info.value)
+
+    @pytest.mark.parametrize("doc", [None, [], {"functions": {}}, {"functions": []},
+                                     {"functions": {"f": "nope"}}])
+    def test_bad_documents(self, doc: object) -> None:
+        with pytest.raises(ConfigError):
+            entries_from_mapping(doc)
+
+    def test_invalid_yaml_and_missing_file(self, tmp_path: Path) -> None:
+        (tmp_path / "bad.yaml").write_text("functions: [unclosed\n")
+        with pytest.raises(ConfigError, match="invalid YAML"):
+            load_functions_yaml(tmp_path / "bad.yaml")
+        with pytest.raises(ConfigError, match="cannot read"):
+            load_functions_yaml(tmp_path / "missing.yaml")
+
+
+class TestGatewayConfig:
+    def test_state_paths(self, tmp_path: Path) -> None:
+        c = GatewayConfig(state_dir=tmp_path)
+        assert c.decision_log_path == tmp_path / "decisions.jsonl"
+        assert c.checkpoint_dir == tmp_path / "models"
+        assert GatewayConfig().decision_log_path is None
