@@ -1,0 +1,681 @@
+"""The kubernetes backend: warm pods whose CPU is resized in place before each invocation.
+
+Kubernetes >= 1.33 lets a running pod's CPU change without a restart (`pods/resize`
+subresource, `resizePolicy: cpu NotRequired`). That is exactly what per-invocation right-sizing
+needs: the scheduler keeps a pool of warm pods, memory fixed at creation (shrinking memory of a
+live process is unsafe), and before routing an invocation to a warm pod the backend patches the
+pod's CPU to the decided size and waits until the kubelet reports it applied.
+
+Life of a pod here:
+  start_pod  -> POST a pod built from the function's template (labels, requests = limits =
+                the decided size, resizePolicy), optionally bound to the node the scheduler
+                chose; wait (bounded) until it is Ready and has an IP; cold start = that wait.
+  resize     -> PATCH .../pods/{name}/resize; confirmed through the pod's status (container
+                `resources` / `allocatedResources`; the `PodResizeInProgress` and
+                `PodResizePending` conditions). Deferred or Infeasible -> the CPU is patched back
+                and `ResizeRejectedError` is raised so the gateway can place the invocation on
+                another pod or cold-start one.
+  invoke     -> POST http://{podIP}:{port}/invoke to the worker runtime in the pod (HTTP mode);
+                a pod deleted while the invocation runs -> `FunctionFailedError` saying so.
+  stop_pod   -> DELETE the pod (keep-alive expiry is the scheduler's decision).
+
+All API traffic goes through `KubeApi` (aiohttp, every call bounded): the event loop never
+blocks, and an unreachable API server surfaces as `BackendUnavailableError` within the API
+timeout. One watch per backend keeps a cache of its pods' status; every wait also re-reads the
+pod periodically, so a broken watch slows a wait down but never hangs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypedDict, cast
+
+import aiohttp
+
+from shabari.backends._http import (
+    WorkerConnectionError,
+    post_to_worker,
+    raise_failed,
+    result_from_reply,
+)
+from shabari.backends._k8s_api import KubeApi, KubeConfig, KubeNotFoundError
+from shabari.backends.base import InvocationResult, PodHandle
+from shabari.core import FunctionSpec, NodeCapacity, NodeId, PodId, Size
+from shabari.core.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigError,
+    FunctionFailedError,
+    ResizeRejectedError,
+)
+from shabari.core.units import format_cpu, format_memory, parse_cpu, parse_memory
+
+__all__ = ["KubernetesBackend", "KubernetesOptions", "pod_name_for"]
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_FUNCTION = "shabari.dev/function"
+LABEL_GATEWAY = "shabari.dev/gateway"
+ANNOTATION_POD_ID = "shabari.dev/pod-id"
+ANNOTATION_SIZE = "shabari.dev/size"
+GPU_RESOURCE = "nvidia.com/gpu"
+#: container waiting reasons that will not fix themselves: fail the start instead of waiting
+_FATAL_WAITING = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+    "CreateContainerError", "CrashLoopBackOff", "RunContainerError",
+})
+
+
+class _Condition(TypedDict, total=False):
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesOptions:
+    """What the backend needs beyond the API connection (see docs/platforms.md)."""
+
+    #: container image per function; default `image_prefix + function name`
+    images: Mapping[str, str] = field(default_factory=dict)
+    image_prefix: str = "ghcr.io/shabari/function-"
+    #: optional Pod manifest per function (metadata/spec); the backend fills in the rest
+    pod_templates: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    container: str = "function"
+    port: int = 8080
+    #: pin pods to the node the scheduler chose (spec.nodeName) when it is a real node
+    bind_nodes: bool = True
+    #: owner label: pods of this gateway; leftovers are reclaimed at start
+    gateway_id: str = "shabari-gateway"
+    ready_timeout_s: float = 120.0
+    resize_timeout_s: float = 15.0
+    #: how long a `Deferred` resize may stay deferred before falling back
+    resize_deferred_wait_s: float = 2.0
+    delete_grace_period_s: int = 2
+    poll_interval_s: float = 0.5
+    #: capacity to report when the API server does not list nodes (no RBAC for nodes)
+    fallback_nodes: tuple[NodeCapacity, ...] = (
+        NodeCapacity(NodeId("cluster"), 64_000, 256 * 1024),
+    )
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, object]) -> KubernetesOptions:
+        kwargs: dict[str, Any] = {}
+        for key in ("image_prefix", "container", "gateway_id"):
+            if key in options:
+                kwargs[key] = _as_str(options[key], key)
+        for key in ("ready_timeout_s", "resize_timeout_s", "resize_deferred_wait_s",
+                    "poll_interval_s"):
+            if key in options:
+                kwargs[key] = _as_positive(options[key], key)
+        for key in ("port", "delete_grace_period_s"):
+            if key in options:
+                kwargs[key] = int(_as_positive(options[key], key))
+        if "bind_nodes" in options:
+            kwargs["bind_nodes"] = bool(options["bind_nodes"])
+        if "images" in options:
+            kwargs["images"] = {str(k): _as_str(v, f"images.{k}")
+                                for k, v in _as_mapping(options["images"], "images").items()}
+        if "pod_templates" in options:
+            kwargs["pod_templates"] = {
+                str(k): _as_mapping(v, f"pod_templates.{k}")
+                for k, v in _as_mapping(options["pod_templates"], "pod_templates").items()
+            }
+        if "nodes" in options:
+            kwargs["fallback_nodes"] = _parse_nodes(options["nodes"])
+        return cls(**kwargs)
+
+    def image_for(self, function: str) -> str:
+        return self.images.get(function) or f"{self.image_prefix}{function}"
+
+
+def _as_str(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"option {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _as_positive(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"option {key!r} must be a positive number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"option {key!r} must be a positive number, got {value!r}") from None
+    if not number > 0:
+        raise ConfigError(f"option {key!r} must be a positive number, got {value!r}")
+    return number
+
+
+def _as_mapping(value: object, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"option {key!r} must be a mapping, got {type(value).__name__}")
+    return cast(Mapping[str, Any], value)
+
+
+def _parse_nodes(value: object) -> tuple[NodeCapacity, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError("option 'nodes' must be a non-empty list of {name, cpu, memory}")
+    nodes = []
+    for i, raw in enumerate(value):
+        item = _as_mapping(raw, f"nodes[{i}]")
+        try:
+            nodes.append(NodeCapacity(
+                NodeId(str(item.get("name", f"node-{i}"))),
+                parse_cpu(item["cpu"]), parse_memory(item["memory"]), int(item.get("gpu", 0)),
+            ))
+        except KeyError as exc:
+            raise ConfigError(f"option nodes[{i}] lacks {exc}") from None
+    return tuple(nodes)
+
+
+_DNS_INVALID = re.compile(r"[^a-z0-9-]+")
+
+
+def pod_name_for(function: str, pod_id: str) -> str:
+    """A DNS-1123 pod name for a scheduler pod id (stable, at most 63 characters)."""
+    raw = f"shabari-{function}-{pod_id}".lower()
+    name = _DNS_INVALID.sub("-", raw).strip("-")
+    if len(name) > 63 or name != raw:
+        digest = hashlib.sha1(f"{function}/{pod_id}".encode()).hexdigest()[:8]
+        name = f"{name[:54].strip('-')}-{digest}"
+    return name
+
+
+@dataclass
+class _Pod:
+    pod_id: PodId
+    name: str
+    function: str
+    size: Size
+    node_id: NodeId
+    ip: str = ""
+    deleted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class KubernetesBackend:
+    """Pods on a Kubernetes >= 1.33 cluster with in-place CPU resize (DESIGN 2, 5)."""
+
+    name = "kubernetes"
+    supports_resize = True
+
+    def __init__(
+        self,
+        options: Mapping[str, object] | None = None,
+        *,
+        config: KubeConfig | None = None,
+    ) -> None:
+        self._raw_options: Mapping[str, object] = dict(options or {})
+        self.options = KubernetesOptions.from_mapping(self._raw_options)
+        self._config = config
+        self._api: KubeApi | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._pods: dict[PodId, _Pod] = {}
+        self._by_name: dict[str, _Pod] = {}
+        #: latest pod objects seen (watch or GET), by pod name
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._changed = asyncio.Condition()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._nodes: tuple[NodeCapacity, ...] = self.options.fallback_nodes
+        self._real_nodes: frozenset[str] = frozenset()
+        self._prepared: set[str] = set()
+        self._instance = uuid.uuid4().hex[:8]
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def api(self) -> KubeApi:
+        if self._api is None:
+            raise BackendError("kubernetes backend is not started", detail="call start() first")
+        return self._api
+
+    @property
+    def namespace(self) -> str:
+        return self.api.config.namespace
+
+    def _pods_path(self, name: str = "", sub: str = "") -> str:
+        path = f"/api/v1/namespaces/{self.namespace}/pods"
+        if name:
+            path += f"/{name}"
+        if sub:
+            path += f"/{sub}"
+        return path
+
+    async def start(self) -> None:
+        if self._api is not None:
+            return
+        config = self._config or await KubeConfig.load(self._raw_options)
+        api = KubeApi(config)
+        await api.start()
+        self._api = api
+        self._http = aiohttp.ClientSession()
+        try:
+            await self._load_nodes()
+            await self._reclaim_orphans()
+        except BaseException:
+            await self.close()
+            raise
+        self._watch_task = asyncio.create_task(self._watch_pods(), name="shabari-k8s-pod-watch")
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+            self._watch_task = None
+        if self._api is not None:
+            pods = list(self._pods)
+            if pods:
+                await asyncio.gather(*(self.stop_pod(p) for p in pods), return_exceptions=True)
+            await self._api.close()
+            self._api = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _load_nodes(self) -> None:
+        """Read node capacity once; without RBAC to list nodes, keep the configured fallback."""
+        try:
+            listing = await self.api.get("/api/v1/nodes")
+        except BackendUnavailableError as exc:
+            if "forbade" in exc.message:
+                return  # no RBAC for nodes: the configured capacity stands
+            raise
+        except KubeNotFoundError:
+            return
+        nodes = []
+        for item in listing.get("items", []):
+            name = str(item.get("metadata", {}).get("name", ""))
+            alloc = item.get("status", {}).get("allocatable", {})
+            try:
+                nodes.append(NodeCapacity(
+                    NodeId(name), parse_cpu(alloc["cpu"]), parse_memory(alloc["memory"]),
+                    int(alloc.get(GPU_RESOURCE, 0) or 0),
+                ))
+            except (KeyError, ValueError, BackendError, ConfigError):
+                continue  # a node without usable allocatable figures is not a target
+        if nodes:
+            self._nodes = tuple(nodes)
+            self._real_nodes = frozenset(n.node_id for n in nodes)
+
+    async def _reclaim_orphans(self) -> None:
+        """Delete pods a previous run of this gateway left behind (crash, kill -9)."""
+        selector = f"{LABEL_MANAGED_BY}=shabari,{LABEL_GATEWAY}={self.options.gateway_id}"
+        listing = await self.api.get(self._pods_path(), {"labelSelector": selector})
+        for item in listing.get("items", []):
+            labels = item.get("metadata", {}).get("labels", {}) or {}
+            if (labels.get(LABEL_MANAGED_BY) != "shabari"
+                    or labels.get(LABEL_GATEWAY) != self.options.gateway_id):
+                continue  # servers that ignore label selectors (emulators) list everything
+            name = item.get("metadata", {}).get("name")
+            if name:
+                with contextlib.suppress(KubeNotFoundError):
+                    await self.api.delete(self._pods_path(name), grace_period_s=0)
+
+    def nodes(self) -> tuple[NodeCapacity, ...]:
+        return self._nodes
+
+    async def prepare(self, spec: FunctionSpec) -> None:
+        """Pods are created from the template on demand; only validate the template here."""
+        self._pod_manifest(PodId("prepare-check"), spec, spec.largest, NodeId(""))
+        self._prepared.add(spec.name)
+
+    # -- watch --------------------------------------------------------------------------
+
+    async def _watch_pods(self) -> None:
+        selector = f"{LABEL_GATEWAY}={self.options.gateway_id}"
+        backoff = 0.2
+        while True:
+            try:
+                async for event in self.api.watch(self._pods_path(), {"labelSelector": selector}):
+                    backoff = 0.2
+                    obj = event.get("object")
+                    if isinstance(obj, dict):
+                        await self._observe(obj, deleted=event.get("type") == "DELETED")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass  # the waits poll as well; reconnect after a pause
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _observe(self, obj: dict[str, Any], *, deleted: bool = False) -> None:
+        name = obj.get("metadata", {}).get("name")
+        if not isinstance(name, str) or name not in self._by_name:
+            return
+        pod = self._by_name[name]
+        if deleted or obj.get("metadata", {}).get("deletionTimestamp"):
+            pod.deleted.set()
+        self._objects[name] = obj
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _refresh(self, pod: _Pod) -> dict[str, Any] | None:
+        """GET the pod (the poll behind every wait); None once it is gone."""
+        try:
+            obj = await self.api.get(self._pods_path(pod.name))
+        except KubeNotFoundError:
+            pod.deleted.set()
+            return None
+        await self._observe(obj)
+        return obj
+
+    async def _wait_change(self, timeout_s: float) -> None:
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=timeout_s)
+
+    # -- pods ---------------------------------------------------------------------------
+
+    def _pod_manifest(
+        self, pod_id: PodId, spec: FunctionSpec, size: Size, node_id: NodeId
+    ) -> dict[str, Any]:
+        opts = self.options
+        template = copy.deepcopy(dict(opts.pod_templates.get(spec.name, {})))
+        manifest: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", **template}
+        manifest["apiVersion"], manifest["kind"] = "v1", "Pod"
+        meta = manifest.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise ConfigError(f"pod template of {spec.name}: metadata must be a mapping")
+        meta["name"] = pod_name_for(spec.name, pod_id)
+        meta["namespace"] = self.namespace
+        meta.pop("generateName", None)
+        meta["labels"] = {**(meta.get("labels") or {}), LABEL_MANAGED_BY: "shabari",
+                          LABEL_FUNCTION: spec.name, LABEL_GATEWAY: opts.gateway_id}
+        meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_POD_ID: pod_id,
+                               ANNOTATION_SIZE: str(size)}
+        pod_spec = manifest.setdefault("spec", {})
+        if not isinstance(pod_spec, dict):
+            raise ConfigError(f"pod template of {spec.name}: spec must be a mapping")
+        pod_spec.setdefault("restartPolicy", "Never")
+        if opts.bind_nodes and node_id in self._real_nodes:
+            pod_spec["nodeName"] = node_id
+        containers = pod_spec.setdefault("containers", [])
+        if not isinstance(containers, list):
+            raise ConfigError(f"pod template of {spec.name}: spec.containers must be a list")
+        container = next((c for c in containers if c.get("name") == opts.container), None)
+        if container is None:
+            container = {"name": opts.container}
+            containers.insert(0, container)
+        container.setdefault("image", opts.image_for(spec.name))
+        container.setdefault("ports", [{"containerPort": opts.port, "name": "http"}])
+        env = [e for e in container.get("env", []) if not str(e.get("name", "")).startswith(
+            "SHABARI_")]
+        env += [
+            {"name": "SHABARI_FUNCTION", "value": spec.name},
+            {"name": "SHABARI_CPU_MILLICORES", "value": str(size.cpu_millicores)},
+            {"name": "SHABARI_MEMORY_MIB", "value": str(size.memory_mib)},
+        ]
+        container["env"] = env
+        quantities: dict[str, str] = {"cpu": format_cpu(size.cpu_millicores),
+                                      "memory": format_memory(size.memory_mib)}
+        if size.gpu:
+            quantities[GPU_RESOURCE] = str(size.gpu)
+        # requests = limits: Guaranteed QoS, and the allocation the agent decided is the one
+        # the function gets (no bursting that would hide an undersized decision)
+        container["resources"] = {"requests": dict(quantities), "limits": dict(quantities)}
+        container["resizePolicy"] = [
+            {"resourceName": "cpu", "restartPolicy": "NotRequired"},
+            {"resourceName": "memory", "restartPolicy": "RestartContainer"},
+        ]
+        container.setdefault("readinessProbe", {
+            "httpGet": {"path": "/readyz", "port": opts.port},
+            "periodSeconds": 1, "failureThreshold": 3,
+        })
+        return manifest
+
+    async def start_pod(
+        self, pod_id: PodId, spec: FunctionSpec, size: Size, node_id: NodeId
+    ) -> PodHandle:
+        if pod_id in self._pods:
+            raise BackendError(f"pod {pod_id} already exists")
+        manifest = self._pod_manifest(pod_id, spec, size, node_id)
+        pod = _Pod(pod_id, manifest["metadata"]["name"], spec.name, size, node_id)
+        self._pods[pod_id] = pod
+        self._by_name[pod.name] = pod
+        t0 = time.perf_counter()
+        try:
+            created = await self.api.create(self._pods_path(), manifest)
+            await self._observe(created)
+            pod.ip = await self._wait_ready(pod)
+        except BaseException:
+            await self._forget_and_delete(pod)
+            raise
+        cold_ms = (time.perf_counter() - t0) * 1000.0
+        return PodHandle(pod_id, spec.name, size, node_id, cold_ms)
+
+    async def _wait_ready(self, pod: _Pod) -> str:
+        deadline = time.monotonic() + self.options.ready_timeout_s
+        last_state = "created"
+        while True:
+            obj = self._objects.get(pod.name)
+            if pod.deleted.is_set():
+                raise FunctionFailedError(f"pod {pod.name} was deleted before it became ready",
+                                          detail=last_state)
+            if obj is not None:
+                ready, last_state = _readiness(obj)
+                if ready:
+                    return str(obj["status"]["podIP"])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BackendUnavailableError(
+                    f"pod {pod.name} not ready within {self.options.ready_timeout_s:g} s",
+                    detail=last_state,
+                )
+            await self._wait_change(min(remaining, self.options.poll_interval_s))
+            if deadline - time.monotonic() > 0 and not pod.deleted.is_set():
+                await self._refresh(pod)
+
+    async def _forget_and_delete(self, pod: _Pod) -> None:
+        self._pods.pop(pod.pod_id, None)
+        self._by_name.pop(pod.name, None)
+        self._objects.pop(pod.name, None)
+        pod.deleted.set()
+        with contextlib.suppress(KubeNotFoundError, BackendError):
+            await self.api.delete(
+                self._pods_path(pod.name), grace_period_s=self.options.delete_grace_period_s
+            )
+
+    async def stop_pod(self, pod_id: PodId) -> None:
+        pod = self._pods.get(pod_id)
+        if pod is None:
+            return
+        await self._forget_and_delete(pod)
+
+    def _pod(self, pod_id: PodId) -> _Pod:
+        pod = self._pods.get(pod_id)
+        if pod is None:
+            raise BackendError(f"unknown pod {pod_id}", detail="not started by this backend")
+        return pod
+
+    # -- resize -------------------------------------------------------------------------
+
+    def _resize_patch(self, cpu_millicores: int) -> dict[str, Any]:
+        cpu = format_cpu(cpu_millicores)
+        return {"spec": {"containers": [{
+            "name": self.options.container,
+            "resources": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}},
+        }]}}
+
+    async def resize(self, pod_id: PodId, cpu_millicores: int) -> None:
+        pod = self._pod(pod_id)
+        if cpu_millicores == pod.size.cpu_millicores:
+            return
+        if pod.deleted.is_set():
+            raise FunctionFailedError(f"pod {pod.name} was deleted", detail="cannot resize it")
+        try:
+            patched = await self.api.patch(
+                self._pods_path(pod.name, "resize"), self._resize_patch(cpu_millicores)
+            )
+        except KubeNotFoundError as exc:
+            if await self._refresh(pod) is None:
+                raise FunctionFailedError(f"pod {pod.name} was deleted",
+                                          detail="cannot resize it") from None
+            raise ResizeRejectedError(
+                "in-place resize is not supported by this API server", pod_id=pod_id,
+                reason="Unsupported", detail=f"needs Kubernetes >= 1.33 ({exc.detail})",
+            ) from None
+        await self._observe(patched)
+        try:
+            await self._wait_resized(pod, cpu_millicores)
+        except ResizeRejectedError:
+            await self._revert(pod)
+            raise
+        pod.size = pod.size.with_cpu(cpu_millicores)
+
+    async def _wait_resized(self, pod: _Pod, cpu_millicores: int) -> None:
+        deadline = time.monotonic() + self.options.resize_timeout_s
+        deferred_since: float | None = None
+        while True:
+            if pod.deleted.is_set():
+                raise FunctionFailedError(f"pod {pod.name} was deleted during a resize")
+            obj = self._objects.get(pod.name) or {}
+            state, reason, message = _resize_state(obj, self.options.container, cpu_millicores)
+            if state == "done":
+                return
+            if state == "pending" and reason == "Infeasible":
+                raise ResizeRejectedError(
+                    f"resize of {pod.name} to {format_cpu(cpu_millicores)} CPU is infeasible",
+                    pod_id=pod.pod_id, reason="Infeasible", detail=message,
+                )
+            now = time.monotonic()
+            if state == "pending":  # Deferred: may clear when other pods shrink
+                deferred_since = deferred_since if deferred_since is not None else now
+                if now - deferred_since >= self.options.resize_deferred_wait_s:
+                    raise ResizeRejectedError(
+                        f"resize of {pod.name} to {format_cpu(cpu_millicores)} CPU deferred",
+                        pod_id=pod.pod_id, reason=reason or "Deferred", detail=message,
+                    )
+            if now >= deadline:
+                raise ResizeRejectedError(
+                    f"resize of {pod.name} not confirmed within "
+                    f"{self.options.resize_timeout_s:g} s",
+                    pod_id=pod.pod_id, reason="Timeout", detail=f"last state: {state} {message}",
+                )
+            await self._wait_change(min(deadline - now, self.options.poll_interval_s))
+            await self._refresh(pod)
+
+    async def _revert(self, pod: _Pod) -> None:
+        """Put the spec back to the size the pod really has, so it stays a usable warm pod."""
+        with contextlib.suppress(BackendError):
+            await self.api.patch(
+                self._pods_path(pod.name, "resize"), self._resize_patch(pod.size.cpu_millicores)
+            )
+
+    # -- invoke -------------------------------------------------------------------------
+
+    async def invoke(
+        self, pod_id: PodId, body: bytes, content_type: str | None, timeout_s: float
+    ) -> InvocationResult:
+        pod = self._pod(pod_id)
+        if pod.deleted.is_set():
+            raise_failed(f"pod {pod.name} was deleted", "it can take no invocation", 0.0)
+        assert self._http is not None
+        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        url = f"http://{host}:{self.options.port}/invoke"
+        post = asyncio.create_task(post_to_worker(
+            self._http, url, body, content_type, timeout_s,
+            cpu_millicores=pod.size.cpu_millicores, memory_mib=pod.size.memory_mib,
+        ))
+        gone = asyncio.create_task(pod.deleted.wait())
+        t0 = time.perf_counter()
+        try:
+            done, _ = await asyncio.wait({post, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if post not in done:
+            post.cancel()
+            with contextlib.suppress(BaseException):
+                await post
+            raise_failed(
+                f"pod {pod.name} was deleted mid-invocation",
+                "the pod was deleted while the function ran (evicted, preempted or deleted "
+                "by a user); retry on another pod",
+                (time.perf_counter() - t0) * 1000.0,
+            )
+        try:
+            reply = post.result()
+        except WorkerConnectionError as exc:
+            # Tell "the pod is gone" from "the worker crashed": the watch (or a GET) knows.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pod.deleted.wait(), timeout=1.0)
+            if not pod.deleted.is_set():
+                with contextlib.suppress(BackendError):
+                    await self._refresh(pod)
+            if pod.deleted.is_set():
+                raise_failed(
+                    f"pod {pod.name} was deleted mid-invocation",
+                    f"connection to the worker lost ({exc.reason}) and the pod is gone",
+                    exc.latency_ms,
+                )
+            raise_failed(
+                f"worker in pod {pod.name} failed mid-invocation",
+                f"connection to the worker lost: {exc.reason}", exc.latency_ms,
+            )
+        return result_from_reply(reply, cold_start=False, cold_start_ms=0.0,
+                                 where=f"pod {pod.name}")
+
+
+def _conditions(obj: Mapping[str, Any]) -> list[_Condition]:
+    raw = obj.get("status", {}).get("conditions") or []
+    return [cast(_Condition, c) for c in raw if isinstance(c, dict)]
+
+
+def _readiness(obj: Mapping[str, Any]) -> tuple[bool, str]:
+    """(ready with an IP?, a one-line description of where the pod is stuck)."""
+    status = obj.get("status", {}) or {}
+    phase = status.get("phase", "Pending")
+    if phase in ("Failed", "Succeeded"):
+        raise FunctionFailedError(
+            f"pod {obj.get('metadata', {}).get('name')} {phase.lower()} before it became ready",
+            detail=str(status.get("message") or status.get("reason") or ""),
+        )
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _FATAL_WAITING:
+            raise FunctionFailedError(
+                f"container {cs.get('name')} cannot start: {waiting.get('reason')}",
+                detail=str(waiting.get("message", "")),
+            )
+    conds = {c.get("type"): c for c in _conditions(obj)}
+    sched = conds.get("PodScheduled")
+    if sched is not None and sched.get("status") == "False":
+        return False, f"unschedulable: {sched.get('message', sched.get('reason', ''))}"
+    ready = conds.get("Ready")
+    if ready is not None and ready.get("status") == "True" and status.get("podIP"):
+        return True, "ready"
+    return False, f"phase {phase}"
+
+
+def _resize_state(
+    obj: Mapping[str, Any], container: str, cpu_millicores: int
+) -> tuple[str, str, str]:
+    """('done' | 'pending' | 'in-progress', reason, message) of a requested CPU resize."""
+    conds = {c.get("type"): c for c in _conditions(obj)}
+    pending = conds.get("PodResizePending")
+    if pending is not None and pending.get("status", "True") == "True":
+        return "pending", str(pending.get("reason", "")), str(pending.get("message", ""))
+    progress = conds.get("PodResizeInProgress")
+    if progress is not None and progress.get("status", "True") == "True":
+        return "in-progress", str(progress.get("reason", "")), str(progress.get("message", ""))
+    for cs in (obj.get("status", {}) or {}).get("containerStatuses") or []:
+        if cs.get("name") != container:
+            continue
+        applied = ((cs.get("resources") or {}).get("requests") or {}).get("cpu")
+        if applied is None:
+            applied = (cs.get("allocatedResources") or {}).get("cpu")
+        try:
+            if applied is not None and parse_cpu(applied) == cpu_millicores:
+                return "done", "", ""
+        except ConfigError:
+            pass
+        return "in-progress", "", f"container reports cpu {applied}"
+    return "in-progress", "", "no container status yet"
