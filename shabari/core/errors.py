@@ -23,6 +23,11 @@ status conditions, the CLI onto an exit code and one line on stderr.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shabari.core.types import Outcome
+
 
 class ShabariError(Exception):
     """Base of every error Shabari raises on purpose."""
@@ -92,6 +97,9 @@ class CapacityError(ShabariError):
 
 class BackendError(ShabariError):
     http_status = 502
+    #: what was measured before the failure (OOM, crash, timeout) when the backend knows it,
+    #: so the agent can still learn from a failed invocation (see backends.base.InvocationResult)
+    outcome: Outcome | None = None
 
 
 class BackendUnavailableError(BackendError):
