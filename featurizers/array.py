@@ -1,0 +1,128 @@
+"""Array featurizer: shape, element count and dtype from an NPY header or a numeric text matrix.
+
+Numerical functions (matrix multiply, inference on a tensor, FFT) scale with the array's shape
+and element size, which an NPY file states in its first few hundred bytes (a Python-literal
+dict parsed with `ast.literal_eval`, never `eval`). Whitespace/comma separated numeric text is
+also accepted: rows are counted (or estimated) and columns taken from the first row.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+import struct
+from collections.abc import Mapping
+
+from featurizers._util import Features, NotRecognized, count_lines, decode_text, sample_bytes
+
+MAGIC = b"\x93NUMPY"
+#: NumPy dtype kinds used in the `dtype.<kind>` one-hot features.
+DTYPE_KINDS = {"b": "bool", "i": "int", "u": "uint", "f": "float", "c": "complex",
+               "U": "unicode", "S": "bytes", "V": "void", "O": "object", "M": "datetime",
+               "m": "timedelta"}
+MAX_DIMS = 8
+_MAX_HEADER = 65536
+_TYPESTR = re.compile(r"^[<>|=]?([a-zA-Z])(\d*)")
+_SPLIT = re.compile(r"[,\s;]+")
+
+
+def sniff(head: bytes) -> bool:
+    return head.startswith(MAGIC)
+
+
+def _itemsize(descr: object) -> tuple[str, int]:
+    """(dtype kind, itemsize in bytes) of an NPY `descr` (a typestr or a structured list)."""
+    if isinstance(descr, str):
+        m = _TYPESTR.match(descr)
+        if m is None:
+            raise NotRecognized(f"NPY: unknown descr {descr!r}")
+        kind, size = m.group(1), int(m.group(2) or 0)
+        if kind == "U":
+            size *= 4
+        elif kind == "O":
+            size = 8
+        return kind, size
+    if isinstance(descr, list):
+        total = 0
+        for field in descr[:256]:
+            if isinstance(field, tuple) and len(field) >= 2:
+                _, sub = _itemsize(field[1])
+                count = 1
+                if len(field) >= 3 and isinstance(field[2], tuple):
+                    count = math.prod(int(d) for d in field[2])
+                total += sub * count
+        return "V", total
+    raise NotRecognized("NPY: descr is neither a string nor a field list")
+
+
+def _shape_features(shape: tuple[int, ...], kind: str, itemsize: int) -> Features:
+    feats: Features = {"ndim": float(len(shape))}
+    for i, d in enumerate(shape[:MAX_DIMS]):
+        feats[f"dim{i}"] = float(d)
+    elements = float(math.prod(shape))
+    feats["elements"] = elements
+    feats["itemsize"] = float(itemsize)
+    feats["nbytes"] = elements * itemsize
+    feats[f"dtype.{DTYPE_KINDS.get(kind, 'other')}"] = 1.0
+    return feats
+
+
+def _npy(body: bytes) -> Features:
+    major = body[6]
+    if major == 1:
+        (hlen,) = struct.unpack_from("<H", body, 8)
+        hstart = 10
+    elif major in (2, 3):
+        (hlen,) = struct.unpack_from("<I", body, 8)
+        hstart = 12
+    else:
+        raise NotRecognized(f"NPY: unsupported version {major}")
+    if hlen > _MAX_HEADER or hstart + hlen > len(body):
+        raise NotRecognized("NPY: header length out of range")
+    encoding = "utf-8" if major == 3 else "latin-1"
+    header = ast.literal_eval(body[hstart : hstart + hlen].decode(encoding))
+    if not isinstance(header, dict):
+        raise NotRecognized("NPY: header is not a dict")
+    shape = header.get("shape")
+    if not isinstance(shape, tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise NotRecognized("NPY: invalid shape")
+    kind, itemsize = _itemsize(header.get("descr"))
+    feats = _shape_features(shape, kind, itemsize)
+    feats["fortran_order"] = float(bool(header.get("fortran_order")))
+    feats["format.npy"] = 1.0
+    return feats
+
+
+def _text_matrix(body: bytes, options: Mapping[str, object]) -> Features:
+    limit = sample_bytes(options)
+    text = decode_text(body[:limit])
+    if text is None:
+        raise NotRecognized("array: neither NPY nor text")
+    lines = [ln for ln in text.split("\n")[:50] if ln.strip() and not ln.lstrip().startswith("#")]
+    if len(body) > limit and len(lines) > 1:
+        lines = lines[:-1]  # the last sampled line may be cut
+    if not lines:
+        raise NotRecognized("array: empty text")
+    widths = set()
+    for ln in lines:
+        tokens = [t for t in _SPLIT.split(ln.strip()) if t]
+        for t in tokens:
+            float(t)  # ValueError -> not a numeric matrix
+        widths.add(len(tokens))
+    if len(widths) != 1:
+        raise NotRecognized("array: rows have different lengths")
+    rows, _ = count_lines(body, limit)
+    cols = widths.pop()
+    feats = _shape_features((round(rows), cols), "f", 8)
+    feats["format.text"] = 1.0
+    return feats
+
+
+def featurize(body: bytes, options: Mapping[str, object]) -> Features:
+    """Array features: ndim, dim0..dim7, elements, itemsize, nbytes, dtype.<kind>, format.*."""
+    if sniff(body):
+        return _npy(body)
+    return _text_matrix(body, options)
