@@ -1,0 +1,434 @@
+"""What the cluster should look like for one policy: pure functions, no I/O, `now` passed in.
+
+The kopf handlers (`handlers.py`) read objects, call these functions and write back what
+they return. Everything that decides something (validation, conditions, the registry
+document, Knative variants, the in-place resize patch, derived policies, statistics) lives
+here so it is tested without an API server.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import yaml
+
+from shabari.core.errors import SpecError
+from shabari.core.spec import FunctionSpec, Size
+from shabari.core.specdict import spec_from_mapping, spec_to_mapping
+from shabari.core.units import format_cpu, format_memory
+from shabari.k8s.types import (
+    API_VERSION,
+    KIND,
+    KNATIVE_API_VERSION,
+    MODES,
+    Allocation,
+    Condition,
+    ConditionStatus,
+    Container,
+    GatewayStats,
+    Mode,
+    OwnerReference,
+    PolicyBody,
+    PolicySpec,
+    PolicyStatus,
+    RouteBody,
+    TargetRef,
+    TrafficTarget,
+    WorkloadBody,
+)
+
+#: label on every object the operator creates; value = the policy's name
+POLICY_LABEL = "shabari.dev/policy"
+#: label on derived policies; value = the annotated workload's name
+DERIVED_LABEL = "shabari.dev/derived-from"
+#: annotation on a derived policy: why the workload's annotations were rejected
+ANNOTATION_ERROR = "shabari.dev/annotation-error"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "shabari-operator"}
+
+#: condition types written to `.status.conditions`
+SPEC_VALID = "SpecValid"
+PLATFORM_READY = "PlatformReady"
+PUBLISHED = "Published"
+GATEWAY_STATS = "GatewayStats"
+READY = "Ready"
+
+_DNS_LABEL_MAX = 63
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyPlan:
+    """The validated reading of one FunctionSizingPolicy."""
+
+    function: str
+    mode: Mode
+    spec: FunctionSpec | None
+    #: why the spec (or the annotations it came from) is invalid; None when valid
+    error: str | None = None
+    error_reason: str = ""
+
+    @property
+    def registry_entry(self) -> dict[str, Any] | None:
+        """The gateway registry entry: exactly `spec_to_mapping`, or None (not served)."""
+        if self.spec is None or self.mode == "Off":
+            return None
+        return spec_to_mapping(self.spec)
+
+
+def function_name(body: PolicyBody) -> str:
+    """The gateway function a policy sizes: its target's name (the policy's name if none)."""
+    target = body.get("spec", {}).get("targetRef", {})
+    return str(target.get("name") or body.get("metadata", {}).get("name", ""))
+
+
+def plan_policy(body: PolicyBody, known_featurizers: Collection[str] | None) -> PolicyPlan:
+    """Validate a policy through the shared parser (core.specdict); never raises."""
+    spec_data: Mapping[str, Any] = body.get("spec") or {}
+    name = function_name(body)
+    raw_mode = spec_data.get("mode", "InPlace")
+    mode: Mode = raw_mode if raw_mode in MODES else "Off"
+    annotation_error = body.get("metadata", {}).get("annotations", {}).get(ANNOTATION_ERROR)
+    if annotation_error:
+        return PolicyPlan(name, "Off", None, annotation_error, "InvalidAnnotations")
+    if raw_mode not in MODES:
+        return PolicyPlan(name, "Off", None,
+                          f"mode: must be one of {', '.join(MODES)}, got {raw_mode!r}",
+                          "InvalidSpec")
+    target = spec_data.get("targetRef")
+    if not isinstance(target, Mapping) or not target.get("name") or not target.get("kind"):
+        return PolicyPlan(name, mode, None, "targetRef: needs kind and name", "InvalidSpec")
+    if mode == "Off" and "sizes" not in spec_data and "resourcePolicy" not in spec_data:
+        return PolicyPlan(name, mode, None)
+    try:
+        spec = spec_from_mapping(name, spec_data)
+        if known_featurizers is not None:
+            spec.check_featurizer(known_featurizers)
+    except SpecError as exc:
+        return PolicyPlan(name, mode, None, str(exc), "InvalidSpec")
+    return PolicyPlan(name, mode, spec)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def timestamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    type_: str, status: ConditionStatus, reason: str, message: str = "",
+    generation: int | None = None,
+) -> Condition:
+    out = Condition(type=type_, status=status, reason=reason, message=message)
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
+
+
+def merge_conditions(
+    old: Sequence[Condition], new: Sequence[Condition], now: datetime
+) -> list[Condition]:
+    """Replace conditions by type; keep lastTransitionTime where the status did not change."""
+    previous = {c.get("type"): c for c in old}
+    merged: dict[str, Condition] = {str(c.get("type")): dict(c) for c in old}  # type: ignore[misc]
+    for cond in new:
+        kind = str(cond["type"])
+        before = previous.get(kind)
+        fresh: Condition = dict(cond)  # type: ignore[assignment]
+        if before is not None and before.get("status") == cond["status"] and before.get(
+            "lastTransitionTime"
+        ):
+            fresh["lastTransitionTime"] = before["lastTransitionTime"]
+        else:
+            fresh["lastTransitionTime"] = timestamp(now)
+        merged[kind] = fresh
+    order = [SPEC_VALID, PLATFORM_READY, PUBLISHED, GATEWAY_STATS, READY]
+    return sorted(merged.values(), key=lambda c: (
+        order.index(c["type"]) if c.get("type") in order else len(order), c.get("type", "")))
+
+
+def ready_condition(conditions: Sequence[Condition], generation: int | None) -> Condition:
+    """Ready = the spec is valid, the platform is prepared and the function is published."""
+    by_type = {c.get("type"): c for c in conditions}
+    for kind in (SPEC_VALID, PLATFORM_READY, PUBLISHED):
+        cond = by_type.get(kind)
+        if cond is None or cond.get("status") != "True":
+            reason = cond.get("reason", "Pending") if cond else "Pending"
+            message = cond.get("message", "") if cond else f"{kind} not evaluated yet"
+            return condition(READY, "False" if cond else "Unknown", reason, message, generation)
+    return condition(READY, "True", "Reconciled", "", generation)
+
+
+def slo_summary(spec: FunctionSpec | None) -> str:
+    if spec is None:
+        return ""
+    if spec.slo.latency_ms is not None:
+        return f"{spec.slo.latency_ms:g}ms"
+    return f"{spec.slo.slowdown:g}x"
+
+
+def allocation_summary(spec: FunctionSpec) -> Allocation:
+    out = Allocation(
+        gridSizes=len(spec.sizes),
+        minCpu=format_cpu(spec.cpu_options[0]),
+        maxCpu=format_cpu(spec.cpu_options[-1]),
+        minMemory=format_memory(spec.memory_options[0]),
+        maxMemory=format_memory(spec.memory_options[-1]),
+    )
+    out["defaultSize"] = str(spec.safe_default)
+    return out
+
+
+def base_status(plan: PolicyPlan, generation: int | None) -> PolicyStatus:
+    status = PolicyStatus(function=plan.function, slo=slo_summary(plan.spec))
+    if generation is not None:
+        status["observedGeneration"] = generation
+    if plan.spec is not None:
+        status["allocation"] = allocation_summary(plan.spec)
+    return status
+
+
+def spec_condition(plan: PolicyPlan, generation: int | None) -> Condition:
+    if plan.error is not None:
+        return condition(SPEC_VALID, "False", plan.error_reason, plan.error, generation)
+    if plan.spec is None:
+        return condition(SPEC_VALID, "True", "Off", "mode Off without a size grid", generation)
+    return condition(SPEC_VALID, "True", "Valid",
+                     f"{len(plan.spec.sizes)} sizes, SLO {slo_summary(plan.spec)}", generation)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def parse_registry(text: str | None) -> dict[str, Any]:
+    """The `functions:` mapping of a registry document; empty for a missing or broken one."""
+    if not text:
+        return {}
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    functions = doc.get("functions") if isinstance(doc, Mapping) else None
+    return dict(functions) if isinstance(functions, Mapping) else {}
+
+
+def render_registry(functions: Mapping[str, Any]) -> str:
+    return yaml.safe_dump({"functions": {k: functions[k] for k in sorted(functions)}},
+                          sort_keys=False)
+
+
+def update_registry(text: str | None, name: str, entry: Mapping[str, Any] | None) -> str | None:
+    """The registry document with `name` set to `entry` (removed if None); None if unchanged."""
+    functions = parse_registry(text)
+    if entry is None:
+        if name not in functions:
+            return None if text else render_registry(functions)
+        del functions[name]
+    else:
+        if functions.get(name) == dict(entry):
+            return None
+        functions[name] = dict(entry)
+    new = render_registry(functions)
+    return None if new == text else new
+
+
+# --------------------------------------------------------------------------- platform
+
+
+def owner_reference(body: Mapping[str, Any], controller: bool = True) -> OwnerReference:
+    meta = body.get("metadata", {})
+    ref = OwnerReference(apiVersion=str(body.get("apiVersion", "")), kind=str(body.get("kind", "")),
+                         name=str(meta.get("name", "")), uid=str(meta.get("uid", "")))
+    if controller:
+        ref["controller"] = True
+        ref["blockOwnerDeletion"] = True
+    return ref
+
+
+def size_tag(size: Size) -> str:
+    """A DNS-label tag naming one size, e.g. `cpu500m-mem512mi` (`-gpu1` when it has GPUs)."""
+    tag = f"cpu{size.cpu_millicores}m-mem{size.memory_mib}mi"
+    return f"{tag}-gpu{size.gpu}" if size.gpu else tag
+
+
+def dns_name(*parts: str) -> str:
+    """Join into a valid DNS-1035 label, hashing the tail when it would exceed 63 chars."""
+    name = re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower()).strip("-")
+    if len(name) <= _DNS_LABEL_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:_DNS_LABEL_MAX - 9].rstrip('-')}-{digest}"
+
+
+def _resources(size: Size) -> dict[str, dict[str, str]]:
+    amounts = {"cpu": format_cpu(size.cpu_millicores), "memory": format_memory(size.memory_mib)}
+    limits = dict(amounts)
+    if size.gpu:
+        limits["nvidia.com/gpu"] = str(size.gpu)
+    return {"requests": amounts, "limits": limits}
+
+
+def route_name(service: str) -> str:
+    return dns_name(service, "shabari")
+
+
+def variant_resources(
+    policy: PolicyBody, service: WorkloadBody, spec: FunctionSpec
+) -> tuple[list[WorkloadBody], RouteBody]:
+    """Variants mode: one Knative Configuration per size and one Route tagging each of them.
+
+    Each Configuration is the Service's own template with the size's requests and limits;
+    the Route sends all untagged traffic to the safe default and exposes every size at its
+    tag URL (`<tag>-<route>.<namespace>...`) so the gateway can pick one per invocation.
+    """
+    svc_name = service.get("metadata", {}).get("name", "")
+    namespace = policy.get("metadata", {}).get("namespace", "")
+    policy_name = policy.get("metadata", {}).get("name", "")
+    labels = {POLICY_LABEL: policy_name, **MANAGED_BY}
+    owner = owner_reference(policy)
+    default = spec.safe_default
+    configs: list[WorkloadBody] = []
+    traffic: list[TrafficTarget] = []
+    for size in spec.sizes:
+        tag = size_tag(size)
+        template = copy.deepcopy(service.get("spec", {}).get("template", {}))
+        tmeta = template.setdefault("metadata", {})
+        tmeta.pop("name", None)  # Knative revision names must be unique per Configuration
+        tmeta.setdefault("labels", {})["shabari.dev/size"] = tag
+        containers = template.setdefault("spec", {}).setdefault("containers", [])
+        if not containers:
+            containers.append(Container(name="user-container"))
+        containers[0]["resources"] = _resources(size)
+        name = dns_name(svc_name, tag)
+        configs.append(WorkloadBody(
+            apiVersion=KNATIVE_API_VERSION, kind="Configuration",
+            metadata={"name": name, "namespace": namespace,
+                      "labels": {**labels, "shabari.dev/size": tag}, "ownerReferences": [owner]},
+            spec={"template": template},
+        ))
+        traffic.append(TrafficTarget(configurationName=name, tag=tag, latestRevision=True,
+                                     percent=100 if size == default else 0))
+    route = RouteBody(
+        apiVersion=KNATIVE_API_VERSION, kind="Route",
+        metadata={"name": route_name(svc_name), "namespace": namespace, "labels": labels,
+                  "ownerReferences": [owner]},
+        spec={"traffic": traffic},
+    )
+    return configs, route
+
+
+def resize_patch(workload: WorkloadBody) -> dict[str, Any] | None:
+    """InPlace mode: a merge patch letting every container resize CPU without a restart.
+
+    `resizePolicy` cpu=NotRequired (memory keeps RestartContainer, as the kubelet cannot
+    shrink memory safely). None when every container already allows it, so re-running the
+    handler changes nothing.
+    """
+    containers = workload.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    if not containers:
+        return None
+    changed = False
+    new: list[Container] = []
+    for container in containers:
+        c: Container = copy.deepcopy(container)
+        policies = {p.get("resourceName"): p for p in c.get("resizePolicy", [])}
+        if policies.get("cpu", {}).get("restartPolicy") != "NotRequired":
+            policies["cpu"] = {"resourceName": "cpu", "restartPolicy": "NotRequired"}
+            policies.setdefault("memory", {"resourceName": "memory",
+                                           "restartPolicy": "RestartContainer"})
+            c["resizePolicy"] = [policies[k] for k in sorted(policies, key=str)]
+            changed = True
+        new.append(c)
+    if not changed:
+        return None
+    return {"spec": {"template": {"spec": {"containers": new}}}}
+
+
+# --------------------------------------------------------------------------- derived policies
+
+
+def derived_policy(
+    target: WorkloadBody, spec_data: Mapping[str, Any] | None, error: str | None
+) -> PolicyBody:
+    """The FunctionSizingPolicy an annotated workload stands for (owned by the workload).
+
+    With invalid annotations the policy is still written, with `mode: Off`, no grid and the
+    error in an annotation, so `kubectl get fsp` shows the problem in its status.
+    """
+    meta = target.get("metadata", {})
+    name = meta.get("name", "")
+    target_ref = TargetRef(apiVersion=str(target.get("apiVersion", "")),
+                           kind=str(target.get("kind", "")), name=name)
+    spec = cast(PolicySpec, dict(spec_data) if spec_data is not None and error is None
+                else {"mode": "Off"})
+    spec["targetRef"] = target_ref
+    annotations = {ANNOTATION_ERROR: error} if error else {}
+    return PolicyBody(
+        apiVersion=API_VERSION, kind=KIND,
+        metadata={"name": name, "namespace": meta.get("namespace", ""),
+                  "labels": {DERIVED_LABEL: name, **MANAGED_BY},
+                  "annotations": annotations,
+                  "ownerReferences": [owner_reference(target)]},
+        spec=spec,
+    )
+
+
+def derived_patch(existing: PolicyBody, desired: PolicyBody) -> dict[str, Any] | None:
+    """Merge patch turning an existing derived policy into the desired one; None if equal."""
+    patch: dict[str, Any] = {}
+    old_spec: Mapping[str, Any] = existing.get("spec", {})
+    new_spec: Mapping[str, Any] = desired.get("spec", {})
+    if dict(old_spec) != dict(new_spec):
+        # merge-patch semantics: keys that disappeared must be nulled explicitly
+        spec_patch: dict[str, Any] = {k: None for k in old_spec if k not in new_spec}
+        spec_patch.update(new_spec)
+        patch["spec"] = spec_patch
+    old_error = existing.get("metadata", {}).get("annotations", {}).get(ANNOTATION_ERROR)
+    new_error = desired.get("metadata", {}).get("annotations", {}).get(ANNOTATION_ERROR)
+    if old_error != new_error:
+        patch["metadata"] = {"annotations": {ANNOTATION_ERROR: new_error}}
+    return patch or None
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def stats_from_gateway(
+    functions: object, name: str, generation: int | None
+) -> tuple[PolicyStatus, Condition]:
+    """Status fields and the GatewayStats condition from the gateway's `GET /functions`."""
+    entries: list[Any] = []
+    if isinstance(functions, Mapping):
+        raw = functions.get("functions", [])
+        entries = list(raw) if isinstance(raw, list) else []
+    elif isinstance(functions, list):
+        entries = functions
+    for entry in entries:
+        if isinstance(entry, Mapping) and entry.get("name") == name:
+            stats = cast(GatewayStats, entry.get("stats") or {})
+            status = PolicyStatus()
+            invocations = stats.get("invocations")
+            if isinstance(invocations, int):
+                status["invocations"] = invocations
+            violations = stats.get("slo_violations")
+            if isinstance(violations, int):
+                status["sloViolations"] = violations
+            attainment = stats.get("slo_attainment")
+            if isinstance(attainment, int | float) and not isinstance(attainment, bool):
+                status["sloAttainment"] = round(float(attainment), 4)
+            version = stats.get("model_version") or entry.get("model_version")
+            if isinstance(version, str | int) and not isinstance(version, bool):
+                status["modelVersion"] = str(version)
+            return status, condition(GATEWAY_STATS, "True", "Reporting",
+                                     f"{status.get('invocations', 0)} invocations", generation)
+    return PolicyStatus(), condition(GATEWAY_STATS, "False", "FunctionNotServed",
+                                     f"the gateway does not list function {name!r} yet",
+                                     generation)

@@ -1,0 +1,66 @@
+"""Operator settings, read once from the environment the Helm chart sets.
+
+Kept apart from the handlers so the pure reconciliation and the tests can build settings
+without kopf, and so every knob is documented in one place (docs/operator.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shabari.core.errors import ConfigError
+
+DEFAULT_REGISTRY_CONFIGMAP = "shabari-functions"
+REGISTRY_KEY = "functions.yaml"
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    """Where the registry goes, where the gateway is, and which modes are enabled."""
+
+    #: namespace of the registry ConfigMap (the operator's own namespace)
+    namespace: str = "default"
+    #: ConfigMap whose data[`functions.yaml`] is the gateway's `--config` document
+    registry_configmap: str = DEFAULT_REGISTRY_CONFIGMAP
+    #: base URL of the gateway (`GET /functions` statistics); empty: not configured
+    gateway_url: str = ""
+    #: how often the statistics are read back into each policy's status
+    stats_interval_s: float = 30.0
+    #: may the operator patch targets so their pods allow CPU resize without restart?
+    inplace_enabled: bool = True
+    #: may the operator create Knative Configurations and Routes for the Variants mode?
+    variants_enabled: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
+        env = os.environ if env is None else env
+        interval_raw = env.get("SHABARI_STATS_INTERVAL_S", "30")
+        try:
+            interval = float(interval_raw)
+        except ValueError:
+            raise ConfigError(
+                f"SHABARI_STATS_INTERVAL_S must be a number of seconds, got {interval_raw!r}"
+            ) from None
+        if interval <= 0:
+            raise ConfigError(f"SHABARI_STATS_INTERVAL_S must be > 0, got {interval_raw!r}")
+        return cls(
+            namespace=env.get("SHABARI_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
+            registry_configmap=env.get("SHABARI_REGISTRY_CONFIGMAP") or DEFAULT_REGISTRY_CONFIGMAP,
+            gateway_url=(env.get("SHABARI_GATEWAY_URL") or "").rstrip("/"),
+            stats_interval_s=interval,
+            inplace_enabled=_flag(env, "SHABARI_INPLACE", True),
+            variants_enabled=_flag(env, "SHABARI_VARIANTS", True),
+        )
