@@ -1,1 +1,50 @@
-"""shabari.agent (being built)."""
+"""Sizing policies: the learning Shabari agent and the simple baselines, behind one protocol.
+
+Drivers (simulator, gateway, demo) use `Policy.decide(ctx)` then `Policy.learn(ctx, decision,
+outcome)` with the same `ctx`; `make_policy(name, seed)` builds a policy by its fixed name.
+Only `shabari.agent.vw` imports Vowpal Wabbit. See docs/agent.md.
+"""
+
+from __future__ import annotations
+
+from shabari.agent.memory import MemoryConfig, QuantileMemoryModel
+from shabari.agent.policy import PHASES, LearningPolicy, LearningState, Phase, Policy
+from shabari.agent.shabari_agent import AgentConfig, ShabariAgent
+from shabari.agent.simple import RandomPolicy, StaticDefault, StaticMax
+from shabari.agent.vw import VWConfig
+from shabari.core.errors import ConfigError
+
+#: the policies this package implements, by their fixed names
+POLICY_NAMES = ("shabari", "static-max", "static-default", "random")
+
+
+def make_policy(name: str, seed: int = 0) -> Policy:
+    """The policy called `name` (one of POLICY_NAMES), seeded where it draws randomness."""
+    if name == "shabari":
+        return ShabariAgent(seed)
+    if name == "static-max":
+        return StaticMax()
+    if name == "static-default":
+        return StaticDefault()
+    if name == "random":
+        return RandomPolicy(seed)
+    raise ConfigError(f"unknown policy {name!r}; known here: {', '.join(POLICY_NAMES)}")
+
+
+__all__ = [
+    "PHASES",
+    "POLICY_NAMES",
+    "AgentConfig",
+    "LearningPolicy",
+    "LearningState",
+    "MemoryConfig",
+    "Phase",
+    "Policy",
+    "QuantileMemoryModel",
+    "RandomPolicy",
+    "ShabariAgent",
+    "StaticDefault",
+    "StaticMax",
+    "VWConfig",
+    "make_policy",
+]

@@ -1,0 +1,141 @@
+"""Peak-memory prediction: online high-quantile regression, because too little memory is a crash.
+
+CPU is a speed trade-off the bandit can explore; memory is not: below the peak the function is
+killed. So memory is not explored at all. Instead we regress log(peak MiB) on the log-scaled
+input features with the pinball (quantile) loss at a high quantile (0.97 by default), AdaGrad
+steps on centred features, and then add a margin. The agent takes the smallest memory option
+of the grid at or above that prediction. Until `min_samples` peaks have been seen the answer is
+"unknown" and the agent uses the largest memory. An OOM is a hard lower bound: `learn_oom`
+raises the intercept so the prediction for that input clears the limit that failed, with
+headroom; the asymmetric pinball loss then brings it down only slowly.
+
+Pure Python on small dicts (a handful of features): a prediction costs a few microseconds.
+The state is plain numbers, so a checkpoint is JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shabari.core.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryConfig:
+    quantile: float = 0.97
+    #: multiplicative headroom over the predicted quantile
+    margin: float = 0.10
+    #: peaks to see before trusting the model (until then: the largest memory)
+    min_samples: int = 20
+    learning_rate: float = 0.3
+    #: after an OOM at limit L the prediction for that input is raised to L * oom_factor
+    oom_factor: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.quantile < 1.0:
+            raise ConfigError(f"memory quantile must be in [0.5, 1), got {self.quantile}")
+        if self.margin < 0:
+            raise ConfigError(f"memory margin must be >= 0, got {self.margin}")
+
+
+class QuantileMemoryModel:
+    """Online quantile regression of log peak memory on (already log-scaled) features."""
+
+    def __init__(self, config: MemoryConfig | None = None) -> None:
+        self.config = config or MemoryConfig()
+        self.samples = 0
+        self.ooms = 0
+        self._started = False
+        self.bias = 0.0
+        self._bias_g2 = 0.0
+        self.weights: dict[str, float] = {}
+        self._g2: dict[str, float] = {}
+        self._mean: dict[str, float] = {}
+
+    def _centred(self, x: Mapping[str, float]) -> dict[str, float]:
+        mean = self._mean
+        return {k: v - mean.get(k, v) for k, v in x.items()}
+
+    def _raw(self, xc: Mapping[str, float]) -> float:
+        w = self.weights
+        return self.bias + sum(w.get(k, 0.0) * v for k, v in xc.items())
+
+    def predict_mib(self, x: Mapping[str, float]) -> float | None:
+        """Predicted high-quantile peak (MiB) with margin, or None while still unsure."""
+        if self.samples < self.config.min_samples:
+            return None
+        return math.exp(self._raw(self._centred(x))) * (1.0 + self.config.margin)
+
+    def learn(self, x: Mapping[str, float], peak_mib: float) -> None:
+        """One observed peak (ignored when not a positive finite number)."""
+        if not (peak_mib > 0 and math.isfinite(peak_mib)):
+            return
+        y = math.log(peak_mib)
+        if not self._started:
+            self.bias = y
+            self._started = True
+        self.samples += 1
+        n = self.samples
+        for k, v in x.items():  # running means for centring
+            m = self._mean.get(k)
+            self._mean[k] = v if m is None else m + (v - m) / n
+        xc = self._centred(x)
+        pred = self._raw(xc)
+        tau = self.config.quantile
+        # d pinball / d pred: -tau when under-predicting, (1 - tau) when over-predicting
+        g = -tau if y > pred else (1.0 - tau)
+        lr = self.config.learning_rate
+        self._bias_g2 += g * g
+        self.bias -= lr * g / math.sqrt(self._bias_g2)
+        for k, v in xc.items():
+            gk = g * v
+            if gk == 0.0:
+                continue
+            acc = self._g2.get(k, 0.0) + gk * gk
+            self._g2[k] = acc
+            self.weights[k] = self.weights.get(k, 0.0) - lr * gk / math.sqrt(acc)
+
+    def learn_oom(self, x: Mapping[str, float], limit_mib: float) -> None:
+        """The function was killed at `limit_mib`: its peak is above it. Push hard."""
+        self.ooms += 1
+        if not (limit_mib > 0 and math.isfinite(limit_mib)):
+            return
+        target = math.log(limit_mib * self.config.oom_factor)
+        if not self._started:
+            self.bias = target
+            self._started = True
+        else:
+            # one ordinary step (the peak exceeded the limit), then lift the intercept
+            self.learn(x, limit_mib * self.config.oom_factor)
+            self.samples -= 1  # the synthetic target is not an observed peak
+            shortfall = target - self._raw(self._centred(x))
+            if shortfall > 0:
+                self.bias += shortfall
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples, "ooms": self.ooms, "started": self._started,
+            "bias": self.bias,
+            "bias_g2": self._bias_g2, "weights": self.weights, "g2": self._g2,
+            "mean": self._mean,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], config: MemoryConfig | None = None,
+                  ) -> QuantileMemoryModel:
+        m = cls(config)
+        try:
+            m.samples = int(data["samples"])
+            m.ooms = int(data["ooms"])
+            m._started = bool(data["started"])
+            m.bias = float(data["bias"])
+            m._bias_g2 = float(data["bias_g2"])
+            m.weights = {str(k): float(v) for k, v in dict(data["weights"]).items()}
+            m._g2 = {str(k): float(v) for k, v in dict(data["g2"]).items()}
+            m._mean = {str(k): float(v) for k, v in dict(data["mean"]).items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError("invalid memory-model checkpoint", detail=str(exc)) from exc
+        return m

@@ -1,0 +1,250 @@
+"""The Shabari learning agent: per-invocation CPU/GPU by contextual bandit, memory by quantile.
+
+For every function (model created lazily on its first decision):
+
+1. Safe start: until `safe_start_outcomes` outcomes are in, run the declared safe size
+   (`spec.safe_default`) and learn from what happens (probability 1).
+2. Then a VW SquareCB bandit (`vw.py`) picks the (CPU, GPU) pair from the input's features and
+   the warm-pool state, sampling from its pmf with the function's own seeded RNG. Arms the
+   model already estimates to cost more than `mask_gap` above the best one (a whole SLO
+   violation worse) get probability zero: we never explore sizes predicted to miss by far.
+3. Memory is never explored: the smallest grid memory at or above the high-quantile prediction
+   of `memory.py` (the largest memory until that model has enough samples).
+4. `learn` computes the cost once, with `shabari.core.cost.cost` against `ctx.slo_ms` (or the
+   spec's absolute SLO), and updates the bandit; peaks go to the memory model. An OOM is the
+   memory's fault, not the CPU's: it only teaches the memory model (a strong push up), and
+   `escalate` gives the driver the same decision with the next larger memory for its one retry.
+
+Decisions are reproducible: the same seed and the same sequence of calls give the same
+decisions, because every random draw comes from a per-function RNG seeded from (seed, name).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from shabari.agent.bandit import FunctionModel, action_key, actions_for
+from shabari.agent.encoding import scaled_features, shared_line
+from shabari.agent.memory import MemoryConfig
+from shabari.agent.policy import LearningState, Phase
+from shabari.agent.vw import VWConfig
+from shabari.core.context import DecisionContext
+from shabari.core.cost import DEFAULT_COST, CostModel, cost
+from shabari.core.errors import ConfigError
+from shabari.core.ids import DecisionId, FunctionName
+from shabari.core.spec import FunctionSpec
+from shabari.core.types import Decision, Outcome, OutcomeStatus
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    #: outcomes to collect at the safe size before the bandit takes over
+    safe_start_outcomes: int = 30
+    #: outcomes after which the function's phase is reported as "learned"
+    learned_after: int = 300
+    #: arms estimated this much costlier than the best get probability 0 (1.0 = one violation)
+    mask_gap: float = 1.0
+    #: tile-coding resolution: bins per unit of ln(1 + feature)
+    tiles: float = 2.0
+    vw: VWConfig = field(default_factory=VWConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    cost_model: CostModel = DEFAULT_COST
+    #: decisions awaiting their outcome whose encoded lines are kept (older ones re-encode)
+    pending_limit: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.safe_start_outcomes < 0:
+            raise ConfigError(f"safe_start_outcomes must be >= 0, got {self.safe_start_outcomes}")
+        if self.mask_gap <= 0:
+            raise ConfigError(f"mask_gap must be > 0, got {self.mask_gap}")
+        if self.tiles <= 0:
+            raise ConfigError(f"tiles must be > 0, got {self.tiles}")
+
+
+@dataclass(slots=True)
+class _Encoded:
+    """What `decide` computed that `learn` needs again (kept per pending decision)."""
+
+    scaled: dict[str, float]
+    shared: str
+    actions: list[str]
+
+
+class ShabariAgent:
+    """The `shabari` policy (implements `Policy` and `LearningPolicy`)."""
+
+    name = "shabari"
+
+    def __init__(self, seed: int, config: AgentConfig | None = None) -> None:
+        self.seed = seed
+        self.config = config if config is not None else AgentConfig()
+        self._models: dict[FunctionName, FunctionModel] = {}
+        self._action_keys: dict[FunctionName, list[list[int]]] = {}
+        self._pending: dict[DecisionId, _Encoded] = {}
+        self._ids = 0
+        self._id_prefix = f"sh{random.Random(seed).getrandbits(32):08x}"
+
+    # -- model lookup ----------------------------------------------------------------------
+
+    def _model(self, spec: FunctionSpec) -> FunctionModel:
+        model = self._models.get(spec.name)
+        if model is not None and model.actions:
+            return model
+        actions = actions_for(spec)
+        if model is not None and self._action_keys.get(spec.name) == action_key(actions):
+            model.actions = actions  # a restored model meets its spec
+            return model
+        rng = random.Random(f"{self.seed}:{spec.name}")
+        model = FunctionModel(actions, rng, self.config.vw, self.config.memory)
+        self._models[spec.name] = model
+        self._action_keys[spec.name] = action_key(actions)
+        return model
+
+    def _next_id(self) -> DecisionId:
+        self._ids += 1
+        return DecisionId(f"{self._id_prefix}-{self._ids}")
+
+    def _phase(self, model: FunctionModel) -> Phase:
+        if model.outcomes < self.config.safe_start_outcomes:
+            return "safe-start"
+        if model.outcomes < self.config.learned_after:
+            return "exploring"
+        return "learned"
+
+    def _encode(self, ctx: DecisionContext, model: FunctionModel,
+                scaled: dict[str, float]) -> _Encoded:
+        memory = model.memory.predict_mib(scaled)
+        if ctx.warm_idle:
+            cold = [ctx.would_cold_start(a.size_for(memory)) for a in model.actions]
+        else:
+            cold = [True] * len(model.actions)
+        return _Encoded(scaled, shared_line(scaled, ctx.slo_ms, self.config.tiles),
+                        model.action_lines(cold))
+
+    def _remember(self, decision_id: DecisionId, enc: _Encoded) -> None:
+        pending = self._pending
+        if len(pending) >= self.config.pending_limit:
+            del pending[next(iter(pending))]
+        pending[decision_id] = enc
+
+    # -- Policy ----------------------------------------------------------------------------
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        spec = ctx.spec
+        model = self._model(spec)
+        scaled = scaled_features(ctx.features)
+        memory = model.memory.predict_mib(scaled)
+        mem_note = "" if memory is not None else " mem=max"
+        decision_id = self._next_id()
+        if model.outcomes < self.config.safe_start_outcomes:
+            safe = spec.safe_default
+            index = next(i for i, a in enumerate(model.actions)
+                         if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+            size = safe if memory is None else model.actions[index].size_for(
+                max(memory, float(safe.memory_mib)))
+            self._remember(decision_id, self._encode(ctx, model, scaled))
+            return Decision(decision_id, spec.name, size, index, 1.0, model.model_version,
+                            "safe-start", explored=False, policy=self.name)
+        enc = self._encode(ctx, model, scaled)
+        pmf = model.cb.predict(enc.shared, enc.actions)
+        pmf = self._mask(pmf, model)
+        index = model.sample(pmf)
+        total = sum(pmf)
+        probability = pmf[index] / total
+        best = max(range(len(pmf)), key=pmf.__getitem__)
+        size = model.actions[index].size_for(memory)
+        self._remember(decision_id, enc)
+        return Decision(decision_id, spec.name, size, index, probability, model.model_version,
+                        f"bandit p={probability:.2f}{mem_note}", explored=index != best,
+                        policy=self.name)
+
+    def _mask(self, pmf: list[float], model: FunctionModel) -> list[float]:
+        """Zero the arms SquareCB's pmf says are estimated > mask_gap worse than the best.
+
+        SquareCB gives a non-best arm p = 1 / (K + gamma * gap), so gap > mask_gap exactly
+        when p < 1 / (K + gamma * mask_gap); gamma follows VW's own update counter.
+        """
+        if model.bandit_updates == 0:
+            return pmf
+        k = len(pmf)
+        floor = 1.0 / (k + self.config.vw.gamma(model.bandit_updates) * self.config.mask_gap)
+        masked = [p if p >= floor else 0.0 for p in pmf]
+        return masked if sum(masked) > 0 else pmf
+
+    def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome) -> None:
+        spec = ctx.spec
+        model = self._model(spec)
+        enc = self._pending.pop(decision.decision_id, None)
+        if enc is None:
+            enc = self._encode(ctx, model, scaled_features(ctx.features))
+        model.outcomes += 1
+        model.model_version += 1
+        size = decision.size
+        if outcome.status is OutcomeStatus.OOM:
+            model.memory.learn_oom(enc.scaled, float(size.memory_mib))
+            return
+        if outcome.peak_memory_mib > 0:
+            model.memory.learn(enc.scaled, outcome.peak_memory_mib)
+        if not 0 <= decision.action_index < len(model.actions):
+            return  # a decision of another grid (e.g. before a spec change): nothing to learn
+        slo = ctx.slo_ms if ctx.slo_ms is not None else spec.slo.latency_ms
+        c = cost(size, outcome, slo if slo is not None else math.inf, spec.largest,
+                 self.config.cost_model)
+        model.cb.learn(enc.shared, enc.actions, decision.action_index, c,
+                       decision.probability)
+        model.bandit_updates += 1
+
+    # -- OOM retry -------------------------------------------------------------------------
+
+    def escalate(self, ctx: DecisionContext, decision: Decision) -> Decision | None:
+        """The same decision with the next larger memory of its arm, or None at the maximum.
+
+        The driver retries an OOM-killed invocation once with it; it keeps the arm and its
+        probability, so learning from the retry's outcome is an ordinary bandit update.
+        """
+        current = decision.size
+        bigger = sorted(
+            (s for s in ctx.spec.sizes
+             if s.cpu_millicores == current.cpu_millicores and s.gpu == current.gpu
+             and s.memory_mib > current.memory_mib),
+            key=lambda s: s.memory_mib,
+        )
+        if not bigger:
+            return None
+        decision_id = self._next_id()
+        pending = self._pending.get(decision.decision_id)
+        if pending is not None:
+            self._remember(decision_id, pending)
+        return Decision(decision_id, decision.function, bigger[0], decision.action_index,
+                        decision.probability, decision.model_version, "oom-escalation",
+                        explored=decision.explored, policy=self.name)
+
+    # -- LearningPolicy --------------------------------------------------------------------
+
+    def state(self, function: FunctionName) -> LearningState:
+        model = self._models.get(function)
+        if model is None:
+            return LearningState(0, 0, "safe-start")
+        return LearningState(model.outcomes, model.model_version, self._phase(model))
+
+    def checkpoint(self, function: FunctionName) -> bytes:
+        """VW model bytes + JSON (memory model, counters, RNG state); no pickle."""
+        model = self._models.get(function)
+        if model is None:
+            raise ConfigError(f"no model for function {function!r} to checkpoint")
+        return model.checkpoint()
+
+    def restore(self, function: FunctionName, data: bytes) -> None:
+        """Replace `function`'s model by a checkpoint (raises ConfigError when invalid).
+
+        If the function's grid has changed since, the next decision starts a fresh model.
+        """
+        model, key = FunctionModel.from_checkpoint(data, None, self.config.vw,
+                                                   self.config.memory)
+        old = self._models.get(function)
+        if old is not None:
+            old.cb.close()
+        self._models[function] = model
+        self._action_keys[function] = key
