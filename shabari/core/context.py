@@ -25,10 +25,12 @@ class DecisionContext:
     slo_ms: float | None = None
 
     def would_cold_start(self, size: Size) -> bool:
-        """Would running at `size` need a new pod? (memory and GPU must match a warm pod.)"""
+        """Would running at `size` need a new pod? Mirrors the scheduler's warm rule: an idle
+        pod fits when its memory is at least `size`'s, its GPU count is equal, and (without
+        in-place resize) its CPU is at least `size`'s."""
         for w in self.warm_idle:
             if w.memory_mib >= size.memory_mib and w.gpu == size.gpu and (
-                self.supports_resize or w.cpu_millicores == size.cpu_millicores
+                self.supports_resize or w.cpu_millicores >= size.cpu_millicores
             ):
                 return False
         return True
