@@ -1,1 +1,21 @@
-"""shabari.scheduler (being built)."""
+"""The cold-start-aware scheduler (DESIGN 2): warm pod, in-place resize, cold start or queue.
+
+Pure decision logic over a model of the pod pool; it imports only `shabari.core` and takes
+`now` from its caller. See docs/scheduler.md for the rules and their rationale.
+"""
+
+from shabari.scheduler.config import NodeChoice, SchedulerConfig
+from shabari.scheduler.keepalive import FixedKeepAlive, KeepAlivePolicy
+from shabari.scheduler.model import ClusterUsage, NodeUsage, Pod
+from shabari.scheduler.scheduler import Scheduler
+
+__all__ = [
+    "ClusterUsage",
+    "FixedKeepAlive",
+    "KeepAlivePolicy",
+    "NodeChoice",
+    "NodeUsage",
+    "Pod",
+    "Scheduler",
+    "SchedulerConfig",
+]

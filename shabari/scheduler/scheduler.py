@@ -1,0 +1,653 @@
+"""The cold-start-aware scheduler: where one invocation of a decided size runs.
+
+Every driver uses the same object: the gateway under the wall clock, the simulator under its
+simulated clock (hundreds of thousands of invocations per policy), tests under a fake clock.
+So it is pure (no I/O, no clock, no global state; `now` is passed in) and fast: `place` looks
+only at the idle pods of the invocation's own function, kept in per-function buckets by size
+class, so it costs O(size classes of that function) when a warm pod fits; a cold start
+additionally scans the nodes once (best fit), and only a full cluster walks the idle pods in
+least-recently-used order to find what to evict.
+
+Protocol: `place` decides and mutates nothing (safe to call speculatively); `commit` applies a
+placement and returns the pod; `release` marks the invocation finished; `expire` hands back
+pods idle past their keep-alive window so the caller stops them; `remove` forgets a pod that
+died. The rules are spelled out in docs/scheduler.md; each has a test in tests/scheduler/.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections.abc import Sequence
+
+from shabari.core.errors import CapacityError, ConfigError
+from shabari.core.ids import FunctionName, NodeId, PodId
+from shabari.core.spec import Size
+from shabari.core.types import NodeCapacity, Placement, PlacementKind
+from shabari.core.units import format_cpu
+from shabari.scheduler.config import NodeChoice, SchedulerConfig
+from shabari.scheduler.keepalive import FixedKeepAlive, KeepAlivePolicy
+from shabari.scheduler.model import ClusterUsage, NodeUsage, Pod
+
+__all__ = ["Scheduler"]
+
+#: idle-bucket key of a size class: sorted by GPU, then memory, then CPU
+_Key = tuple[int, int, int]
+
+
+def _key(size: Size) -> _Key:
+    return (size.gpu, size.memory_mib, size.cpu_millicores)
+
+
+def _fmt(cpu: int, mem: int, gpu: int = 0) -> str:
+    """`2000m/1024Mi` (plus `/1gpu`): raw units, so numbers in reasons compare at a glance."""
+    text = f"{cpu}m/{mem}Mi"
+    return f"{text}/{gpu}gpu" if gpu else text
+
+
+class _PodState:
+    __slots__ = (
+        "busy",
+        "function",
+        "invocations",
+        "last_used",
+        "node",
+        "pod_id",
+        "ready_at",
+        "release_seq",
+        "size",
+        "started_at",
+    )
+
+    def __init__(
+        self, pod_id: PodId, function: FunctionName, size: Size, node: _NodeState, now: float,
+        ready_at: float,
+    ) -> None:
+        self.pod_id = pod_id
+        self.function = function
+        self.size = size
+        self.node = node
+        self.busy = True
+        self.ready_at = ready_at
+        self.last_used = now
+        self.started_at = now
+        self.invocations = 1
+        self.release_seq = -1
+
+    def snapshot(self) -> Pod:
+        return Pod(
+            pod_id=self.pod_id,
+            function=self.function,
+            size=self.size,
+            node_id=self.node.cap.node_id,
+            busy=self.busy,
+            ready_at=self.ready_at,
+            last_used=self.last_used,
+            started_at=self.started_at,
+            invocations=self.invocations,
+        )
+
+
+class _NodeState:
+    __slots__ = ("cap", "cpu", "gpu", "index", "mem", "pods")
+
+    def __init__(self, cap: NodeCapacity, index: int) -> None:
+        self.cap = cap
+        self.index = index
+        self.cpu = 0
+        self.mem = 0
+        self.gpu = 0
+        self.pods = 0
+
+    def free(self) -> tuple[int, int, int]:
+        return (self.cap.cpu_millicores - self.cpu, self.cap.memory_mib - self.mem,
+                self.cap.gpus - self.gpu)
+
+
+class _FunctionPool:
+    """One function's pods, with its idle ones indexed by size class for O(classes) lookup."""
+
+    __slots__ = ("idle", "idle_lru", "keys", "pods", "warm_cache")
+
+    def __init__(self) -> None:
+        self.pods: dict[PodId, _PodState] = {}
+        #: size class -> idle pods of that class, in release order (last = most recent)
+        self.idle: dict[_Key, dict[PodId, _PodState]] = {}
+        #: sorted keys of `idle` (buckets may be empty; their number is bounded by the grid)
+        self.keys: list[_Key] = []
+        #: every idle pod of the function in release order (first = least recently used)
+        self.idle_lru: dict[PodId, _PodState] = {}
+        self.warm_cache: tuple[Size, ...] | None = None
+
+
+class Scheduler:
+    """Places invocations on warm pods or cold starts; models the pool, nodes and keep-alive."""
+
+    def __init__(
+        self,
+        nodes: Sequence[NodeCapacity],
+        config: SchedulerConfig = SchedulerConfig(),
+        *,
+        keep_alive: KeepAlivePolicy | None = None,
+    ) -> None:
+        seen: set[NodeId] = set()
+        for n in nodes:
+            if n.node_id in seen:
+                raise ConfigError(f"duplicate node id {n.node_id!r} in the scheduler's node list")
+            if n.cpu_millicores <= 0 or n.memory_mib <= 0 or n.gpus < 0:
+                raise ConfigError(f"node {n.node_id!r} has no usable capacity "
+                                  f"(cpu={n.cpu_millicores}m, memory={n.memory_mib}Mi, "
+                                  f"gpus={n.gpus})")
+            seen.add(n.node_id)
+        self.config = config
+        self.keep_alive: KeepAlivePolicy = (
+            keep_alive if keep_alive is not None else FixedKeepAlive(config.keep_alive_s))
+        self._nodes = [_NodeState(n, i) for i, n in enumerate(nodes)]
+        self._node_by_id = {n.cap.node_id: n for n in self._nodes}
+        self._pods: dict[PodId, _PodState] = {}
+        self._pools: dict[FunctionName, _FunctionPool] = {}
+        #: every idle pod in release order (first = least recently used): eviction order
+        self._idle_lru: dict[PodId, _PodState] = {}
+        #: (deadline, release_seq, pod id); an entry is live while the pod's release_seq matches
+        self._expiry: list[tuple[float, int, PodId]] = []
+        self._release_seq = 0
+        self._pod_seq = 0
+        self._fits_cache: dict[Size, bool] = {}
+        # running totals, so usage() is O(1)
+        self._alloc = [0, 0, 0]
+        self._idle = [0, 0, 0]
+
+    # ------------------------------------------------------------------ queries
+
+    def warm_idle(self, function: FunctionName, now: float) -> tuple[Size, ...]:
+        """Sizes of `function`'s idle warm pods, one entry per pod (`DecisionContext.warm_idle`)."""
+        pool = self._pools.get(function)
+        if pool is None or not pool.idle_lru:
+            return ()
+        if pool.warm_cache is None:
+            sizes: list[Size] = []
+            for k in pool.keys:
+                bucket = pool.idle[k]
+                if bucket:
+                    sizes.extend(p.size for p in bucket.values())
+            pool.warm_cache = tuple(sizes)
+        return pool.warm_cache
+
+    def pods(self, function: FunctionName | None = None) -> list[Pod]:
+        """Snapshots of every pod (of one function), oldest first."""
+        if function is None:
+            return [p.snapshot() for p in self._pods.values()]
+        pool = self._pools.get(function)
+        return [] if pool is None else [p.snapshot() for p in pool.pods.values()]
+
+    def pod(self, pod_id: PodId) -> Pod | None:
+        p = self._pods.get(pod_id)
+        return None if p is None else p.snapshot()
+
+    def nodes(self) -> tuple[NodeUsage, ...]:
+        return tuple(NodeUsage(n.cap, n.cpu, n.mem, n.gpu, n.pods) for n in self._nodes)
+
+    def usage(self, now: float | None = None) -> ClusterUsage:
+        """Cluster totals in O(1); with `now`, starting pods are counted apart (O(pods))."""
+        idle_pods = len(self._idle_lru)
+        starting = 0
+        if now is not None:
+            starting = sum(1 for p in self._pods.values() if p.busy and now < p.ready_at)
+        return ClusterUsage(
+            nodes=len(self._nodes),
+            capacity_cpu_millicores=sum(n.cap.cpu_millicores for n in self._nodes),
+            capacity_memory_mib=sum(n.cap.memory_mib for n in self._nodes),
+            capacity_gpus=sum(n.cap.gpus for n in self._nodes),
+            allocated_cpu_millicores=self._alloc[0],
+            allocated_memory_mib=self._alloc[1],
+            allocated_gpus=self._alloc[2],
+            idle_cpu_millicores=self._idle[0],
+            idle_memory_mib=self._idle[1],
+            idle_gpus=self._idle[2],
+            pods=len(self._pods),
+            pods_busy=len(self._pods) - idle_pods - starting,
+            pods_idle=idle_pods,
+            pods_starting=starting,
+        )
+
+    # ------------------------------------------------------------------ decide
+
+    def place(
+        self,
+        function: FunctionName,
+        size: Size,
+        now: float,
+        *,
+        cold_start_ms: float | None = None,
+        busy_wait_ms: float | None = None,
+    ) -> Placement:
+        """Decide where an invocation of `size` runs. Pure: mutates nothing.
+
+        Order: an idle warm pod that fits (WARM/RESIZE); else QUEUE behind a busy pod when the
+        caller's estimates say it frees up sooner than a cold start completes; else a cold
+        start (COLD, evicting least-recently-used idle pods if the cluster is full); else
+        QUEUE (cluster full) or REJECT (no node could ever hold `size`).
+        """
+        if not self._fits_some_node(size):
+            return Placement(PlacementKind.REJECT, size, reason=self._reject_reason(size))
+        cfg = self.config
+        pool = self._pools.get(function)
+        if pool is not None and pool.idle_lru:
+            warm = self._find_warm(pool, size)
+            if warm is not None:
+                return warm
+        if (pool is not None and cold_start_ms is not None and busy_wait_ms is not None
+                and cfg.queue_factor > 0):
+            queued = self._queue_behind_busy(pool, size, now, cold_start_ms, busy_wait_ms)
+            if queued is not None:
+                return queued
+        forced: list[_PodState] = []
+        limit = cfg.max_pods_per_function
+        if limit is not None and pool is not None and len(pool.pods) >= limit:
+            if not pool.idle_lru:
+                return Placement(PlacementKind.QUEUE, size, reason=(
+                    f"function {function} is at max_pods_per_function={limit} and all its "
+                    f"pods are busy"))
+            # replace this function's least recently used idle pod (none of them fits)
+            forced.append(next(iter(pool.idle_lru.values())))
+        plan = self._plan_cold(size, forced)
+        if plan is None:
+            return Placement(PlacementKind.QUEUE, size, reason=self._full_reason(size))
+        node, evict = plan
+        reason = f"cold start on {node.cap.node_id}"
+        if evict:
+            reason += f" after evicting {len(evict)} idle pod(s)"
+        return Placement(PlacementKind.COLD, size, node_id=node.cap.node_id,
+                         evict=tuple(p.pod_id for p in evict), reason=reason)
+
+    def _find_warm(self, pool: _FunctionPool, size: Size) -> Placement | None:
+        keys = pool.keys
+        n = len(keys)
+        i = bisect_left(keys, (size.gpu, size.memory_mib, 0))
+        resize = self.config.supports_resize
+        want_cpu = size.cpu_millicores
+        while i < n and keys[i][0] == size.gpu:
+            mem = keys[i][1]
+            j = i
+            while j < n and keys[j][0] == size.gpu and keys[j][1] == mem:
+                j += 1
+            if resize:
+                # same memory class: the exact CPU first (no resize at all), then smallest CPU
+                exact = (size.gpu, mem, want_cpu)
+                order = [exact] if exact in pool.idle else []
+                order.extend(k for k in keys[i:j] if k[2] != want_cpu)
+                for k in order:
+                    bucket = pool.idle[k]
+                    if not bucket:
+                        continue
+                    delta = want_cpu - k[2]
+                    for p in reversed(bucket.values()):  # most recently used first
+                        if delta <= 0 or p.node.cap.cpu_millicores - p.node.cpu >= delta:
+                            return self._warm_placement(p, size)
+            else:
+                for k in keys[i:j]:
+                    if k[2] >= want_cpu and pool.idle[k]:
+                        p = next(reversed(pool.idle[k].values()))
+                        return self._warm_placement(p, size)
+            i = j
+        return None
+
+    def _warm_placement(self, p: _PodState, size: Size) -> Placement:
+        node_id = p.node.cap.node_id
+        if not self.config.supports_resize or p.size.cpu_millicores == size.cpu_millicores:
+            return Placement(PlacementKind.WARM, p.size, pod_id=p.pod_id, node_id=node_id,
+                             reason=f"idle warm pod {p.pod_id} ({p.size})")
+        target = p.size.with_cpu(size.cpu_millicores)
+        return Placement(
+            PlacementKind.RESIZE, target, pod_id=p.pod_id, node_id=node_id,
+            resized_from=p.size,
+            reason=(f"idle warm pod {p.pod_id} resized in place "
+                    f"{format_cpu(p.size.cpu_millicores)} -> "
+                    f"{format_cpu(size.cpu_millicores)} "
+                    f"(~{self.config.resize_latency_ms:g} ms)"),
+        )
+
+    def _queue_behind_busy(
+        self, pool: _FunctionPool, size: Size, now: float, cold_start_ms: float,
+        busy_wait_ms: float,
+    ) -> Placement | None:
+        resize = self.config.supports_resize
+        best: _PodState | None = None
+        best_wait = 0.0
+        for p in pool.pods.values():
+            s = p.size
+            if not p.busy or s.gpu != size.gpu or s.memory_mib < size.memory_mib:
+                continue
+            if not resize and s.cpu_millicores < size.cpu_millicores:
+                continue
+            wait = max(0.0, p.ready_at - now) * 1000.0 + max(0.0, busy_wait_ms)
+            if best is None or wait < best_wait:
+                best, best_wait = p, wait
+        if best is None or not best_wait < self.config.queue_factor * cold_start_ms:
+            return None
+        return Placement(
+            PlacementKind.QUEUE, size, pod_id=best.pod_id, node_id=best.node.cap.node_id,
+            reason=(f"waiting ~{best_wait:.0f} ms for busy pod {best.pod_id} beats a "
+                    f"{cold_start_ms:.0f} ms cold start"),
+        )
+
+    def _plan_cold(
+        self, size: Size, forced: list[_PodState]
+    ) -> tuple[_NodeState, list[_PodState]] | None:
+        need_c, need_m, need_g = size.cpu_millicores, size.memory_mib, size.gpu
+        freed: dict[int, list[int]] = {}
+        for p in forced:
+            f = freed.setdefault(p.node.index, [0, 0, 0])
+            f[0] += p.size.cpu_millicores
+            f[1] += p.size.memory_mib
+            f[2] += p.size.gpu
+        spread = self.config.node_choice is NodeChoice.SPREAD
+        best: _NodeState | None = None
+        best_score = (0, 0.0)
+        for node in self._nodes:
+            cap = node.cap
+            fc = cap.cpu_millicores - node.cpu
+            fm = cap.memory_mib - node.mem
+            fg = cap.gpus - node.gpu
+            if freed:
+                extra = freed.get(node.index)
+                if extra is not None:
+                    fc += extra[0]
+                    fm += extra[1]
+                    fg += extra[2]
+            if fc < need_c or fm < need_m or fg < need_g:
+                continue
+            left = (fc - need_c) / cap.cpu_millicores + (fm - need_m) / cap.memory_mib
+            score = (fg - need_g, -left if spread else left)
+            if best is None or score < best_score:
+                best, best_score = node, score
+        if best is not None:
+            # forced evictions on other nodes still happen (they free the function's slot)
+            return best, list(forced)
+        if not self.config.evict_for_room:
+            return None
+        return self._plan_eviction(size, forced)
+
+    def _plan_eviction(
+        self, size: Size, forced: list[_PodState]
+    ) -> tuple[_NodeState, list[_PodState]] | None:
+        """Walk idle pods least recently used first until one node has room; then keep back
+        the most recently used of the chosen victims that turn out not to be needed."""
+        need = (size.cpu_millicores, size.memory_mib, size.gpu)
+        victims: dict[int, list[_PodState]] = {}
+        freed: dict[int, list[int]] = {}
+        forced_ids = {p.pod_id for p in forced}
+
+        def add(p: _PodState) -> bool:
+            idx = p.node.index
+            victims.setdefault(idx, []).append(p)
+            f = freed.setdefault(idx, [0, 0, 0])
+            f[0] += p.size.cpu_millicores
+            f[1] += p.size.memory_mib
+            f[2] += p.size.gpu
+            free = p.node.free()
+            return all(free[d] + f[d] >= need[d] for d in range(3))
+
+        chosen: _NodeState | None = None
+        for p in forced:
+            if add(p) and chosen is None:
+                chosen = p.node
+        if chosen is None:
+            for p in self._idle_lru.values():
+                if p.pod_id in forced_ids:
+                    continue
+                if add(p):
+                    chosen = p.node
+                    break
+        if chosen is None:
+            return None
+        mine = victims[chosen.index]
+        free = chosen.free()
+        have = [free[d] + freed[chosen.index][d] for d in range(3)]
+        kept: list[_PodState] = []
+        for p in reversed(mine):
+            s = (p.size.cpu_millicores, p.size.memory_mib, p.size.gpu)
+            if p.pod_id not in forced_ids and all(have[d] - s[d] >= need[d] for d in range(3)):
+                have = [have[d] - s[d] for d in range(3)]
+            else:
+                kept.append(p)
+        kept.reverse()
+        others = [p for p in forced if p.node is not chosen]
+        return chosen, others + kept
+
+    def _fits_some_node(self, size: Size) -> bool:
+        hit = self._fits_cache.get(size)
+        if hit is None:
+            hit = any(n.cap.cpu_millicores >= size.cpu_millicores
+                      and n.cap.memory_mib >= size.memory_mib and n.cap.gpus >= size.gpu
+                      for n in self._nodes)
+            self._fits_cache[size] = hit
+        return hit
+
+    def _reject_reason(self, size: Size) -> str:
+        if not self._nodes:
+            return "no nodes: the scheduler was given an empty cluster"
+        big = max(self._nodes, key=lambda n: (n.cap.gpus, n.cap.cpu_millicores, n.cap.memory_mib))
+        return (f"size {_fmt(size.cpu_millicores, size.memory_mib, size.gpu)} exceeds every "
+                f"node's capacity (largest node {big.cap.node_id}: "
+                f"{_fmt(big.cap.cpu_millicores, big.cap.memory_mib, big.cap.gpus)})")
+
+    def _full_reason(self, size: Size) -> str:
+        need = (size.cpu_millicores, size.memory_mib, size.gpu)
+
+        def closeness(n: _NodeState) -> float:
+            free = n.free()
+            return min(free[d] / need[d] for d in range(3) if need[d] > 0)
+
+        best = max(self._nodes, key=closeness)
+        fc, fm, fg = best.free()
+        tail = ("; evicting idle pods would not make room" if self.config.evict_for_room
+                else "; eviction for room is disabled")
+        return (f"cluster full: need {_fmt(*need)}, largest free "
+                f"{_fmt(max(fc, 0), max(fm, 0), fg if size.gpu else 0)} on {best.cap.node_id}"
+                f"{tail}")
+
+    # ------------------------------------------------------------------ apply
+
+    def commit(
+        self, placement: Placement, function: FunctionName, now: float, *,
+        cold_start_ms: float = 0.0,
+    ) -> Pod:
+        """Apply a placement from `place`; returns the pod the invocation now runs on.
+
+        WARM/RESIZE: the pod becomes busy (RESIZE sets its CPU; node accounting follows).
+        COLD: the evicted idle pods leave the model (the caller stops them) and a new busy pod
+        is created, ready at `now + cold_start_ms / 1000`. QUEUE/REJECT, or a placement made
+        stale by changes since `place`, raise `CapacityError` and change nothing.
+        """
+        kind = placement.kind
+        if kind is PlacementKind.WARM or kind is PlacementKind.RESIZE:
+            return self._commit_warm(placement, function, now)
+        if kind is PlacementKind.COLD:
+            return self._commit_cold(placement, function, now, cold_start_ms)
+        raise CapacityError(f"cannot commit a {kind.value} placement for {function}",
+                            detail=placement.reason)
+
+    def _commit_warm(self, placement: Placement, function: FunctionName, now: float) -> Pod:
+        p = self._pods.get(placement.pod_id) if placement.pod_id is not None else None
+        if p is None or p.function != function:
+            raise CapacityError(f"stale placement for {function}: pod {placement.pod_id} is gone")
+        if p.busy:
+            raise CapacityError(f"stale placement for {function}: pod {p.pod_id} is busy")
+        expected = placement.resized_from if placement.kind is PlacementKind.RESIZE else \
+            placement.size
+        if p.size != expected:
+            raise CapacityError(f"stale placement for {function}: pod {p.pod_id} is {p.size}, "
+                                f"placement expected {expected}")
+        target = placement.size
+        if (target.memory_mib != p.size.memory_mib or target.gpu != p.size.gpu):
+            raise CapacityError(f"invalid placement for {function}: a resize changes CPU only "
+                                f"({p.size} -> {target})")
+        delta = target.cpu_millicores - p.size.cpu_millicores
+        if delta > 0 and p.node.cap.cpu_millicores - p.node.cpu < delta:
+            raise CapacityError(f"stale placement for {function}: node {p.node.cap.node_id} "
+                                f"has no CPU headroom for +{delta}m")
+        self._unmark_idle(p)
+        if delta:
+            p.node.cpu += delta
+            self._alloc[0] += delta
+            p.size = target
+        p.busy = True
+        p.invocations += 1
+        self.keep_alive.observe(function, now)
+        return p.snapshot()
+
+    def _commit_cold(
+        self, placement: Placement, function: FunctionName, now: float, cold_start_ms: float
+    ) -> Pod:
+        node = self._node_by_id.get(placement.node_id) if placement.node_id is not None else None
+        if node is None:
+            raise CapacityError(f"invalid placement for {function}: unknown node "
+                                f"{placement.node_id!r}")
+        victims: list[_PodState] = []
+        for pid in placement.evict:
+            v = self._pods.get(pid)
+            if v is None or v.busy:
+                raise CapacityError(f"stale placement for {function}: pod {pid} to evict is "
+                                    f"{'gone' if v is None else 'busy'}")
+            victims.append(v)
+        size = placement.size
+        fc, fm, fg = node.free()
+        for v in victims:
+            if v.node is node:
+                fc += v.size.cpu_millicores
+                fm += v.size.memory_mib
+                fg += v.size.gpu
+        if fc < size.cpu_millicores or fm < size.memory_mib or fg < size.gpu:
+            raise CapacityError(f"stale placement for {function}: node {node.cap.node_id} has "
+                                f"{_fmt(max(fc, 0), max(fm, 0))} free, need {size}")
+        limit = self.config.max_pods_per_function
+        pool = self._pools.get(function)
+        if limit is not None and pool is not None:
+            mine = sum(1 for v in victims if v.function == function)
+            if len(pool.pods) - mine >= limit:
+                raise CapacityError(f"stale placement for {function}: at "
+                                    f"max_pods_per_function={limit}")
+        for v in victims:
+            self._drop(v)  # may drop the function's pool when it loses its last pod
+        pool = self._pools.get(function)
+        if pool is None:
+            pool = self._pools[function] = _FunctionPool()
+        self._pod_seq += 1
+        pod_id = PodId(f"{function}-{self._pod_seq}")
+        p = _PodState(pod_id, function, size, node, now,
+                      now + max(0.0, cold_start_ms) / 1000.0)
+        self._pods[pod_id] = p
+        pool.pods[pod_id] = p
+        node.cpu += size.cpu_millicores
+        node.mem += size.memory_mib
+        node.gpu += size.gpu
+        node.pods += 1
+        self._alloc[0] += size.cpu_millicores
+        self._alloc[1] += size.memory_mib
+        self._alloc[2] += size.gpu
+        self.keep_alive.observe(function, now)
+        return p.snapshot()
+
+    def ready(self, pod_id: PodId, now: float) -> None:
+        """The backend reports the pod ready (its real cold start ended at `now`)."""
+        p = self._pods.get(pod_id)
+        if p is not None:
+            p.ready_at = now
+
+    def release(self, pod_id: PodId, now: float) -> None:
+        """The invocation on `pod_id` finished at `now`: the pod is idle and warm.
+
+        Unknown pods (removed or expired meanwhile) and pods already idle are ignored, so a
+        driver can always release in a `finally`.
+        """
+        p = self._pods.get(pod_id)
+        if p is None or not p.busy:
+            return
+        p.busy = False
+        p.last_used = now
+        # it served an invocation, so it is ready whatever the estimate said
+        p.ready_at = min(p.ready_at, now)
+        self._mark_idle(p)
+        window = self.keep_alive.keep_alive_s(p.function, now)
+        self._release_seq += 1
+        p.release_seq = self._release_seq
+        heapq.heappush(self._expiry, (now + window, self._release_seq, pod_id))
+        if len(self._expiry) > 2 * len(self._idle_lru) + 1024:
+            self._compact_expiry()
+
+    def remove(self, pod_id: PodId) -> None:
+        """Forget a pod that died or was stopped (idempotent)."""
+        p = self._pods.get(pod_id)
+        if p is not None:
+            self._drop(p)
+
+    def expire(self, now: float) -> list[Pod]:
+        """Remove idle pods whose keep-alive window ended before `now`; the caller stops them.
+
+        Amortised O(log n) per expired pod (a deadline heap), so drivers may call it often.
+        """
+        out: list[Pod] = []
+        heap = self._expiry
+        while heap and heap[0][0] < now:
+            _, seq, pid = heapq.heappop(heap)
+            p = self._pods.get(pid)
+            if p is None or p.busy or p.release_seq != seq:
+                continue
+            out.append(p.snapshot())
+            self._drop(p)
+        return out
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _compact_expiry(self) -> None:
+        self._expiry = [e for e in self._expiry
+                        if (p := self._pods.get(e[2])) is not None and not p.busy
+                        and p.release_seq == e[1]]
+        heapq.heapify(self._expiry)
+
+    def _mark_idle(self, p: _PodState) -> None:
+        pool = self._pools[p.function]
+        k = _key(p.size)
+        bucket = pool.idle.get(k)
+        if bucket is None:
+            bucket = pool.idle[k] = {}
+            insort(pool.keys, k)
+        bucket[p.pod_id] = p
+        pool.idle_lru[p.pod_id] = p
+        pool.warm_cache = None
+        self._idle_lru[p.pod_id] = p
+        s = p.size
+        self._idle[0] += s.cpu_millicores
+        self._idle[1] += s.memory_mib
+        self._idle[2] += s.gpu
+
+    def _unmark_idle(self, p: _PodState) -> None:
+        pool = self._pools[p.function]
+        del pool.idle[_key(p.size)][p.pod_id]
+        del pool.idle_lru[p.pod_id]
+        pool.warm_cache = None
+        del self._idle_lru[p.pod_id]
+        s = p.size
+        self._idle[0] -= s.cpu_millicores
+        self._idle[1] -= s.memory_mib
+        self._idle[2] -= s.gpu
+
+    def _drop(self, p: _PodState) -> None:
+        if not p.busy:
+            self._unmark_idle(p)
+        pool = self._pools[p.function]
+        del pool.pods[p.pod_id]
+        if not pool.pods:
+            del self._pools[p.function]
+        del self._pods[p.pod_id]
+        s, node = p.size, p.node
+        node.cpu -= s.cpu_millicores
+        node.mem -= s.memory_mib
+        node.gpu -= s.gpu
+        node.pods -= 1
+        self._alloc[0] -= s.cpu_millicores
+        self._alloc[1] -= s.memory_mib
+        self._alloc[2] -= s.gpu
+        p.busy = True  # a dropped pod must never look idle to a stale heap entry
+        p.release_seq = -1

@@ -1,0 +1,151 @@
+"""Conservation under random operation sequences (hypothesis state machine).
+
+Whatever order drivers call place/commit/release/remove/expire in, with time moving forward:
+no node is over capacity or negative, each node's accounting equals the sum of its pods,
+cluster totals equal the sums over pods, the idle index agrees with the pods, and every
+runnable placement honours the warm-pod rules.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from shabari.core import (
+    CapacityError,
+    FunctionName,
+    NodeCapacity,
+    NodeId,
+    PlacementKind,
+    PodId,
+    Size,
+)
+from shabari.scheduler import NodeChoice, Scheduler, SchedulerConfig
+
+FUNCTIONS = [FunctionName(f"f{i}") for i in range(4)]
+SIZES = [Size(c, m, g) for c in (250, 1000, 3000) for m in (256, 1024, 4096) for g in (0, 1)]
+NODES = [NodeCapacity(NodeId("a"), 4000, 8192, 1), NodeCapacity(NodeId("b"), 6000, 6144, 0),
+         NodeCapacity(NodeId("c"), 2000, 16384, 0)]
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.s: Scheduler | None = None
+
+    @property
+    def sched(self) -> Scheduler:
+        assert self.s is not None, "initialize runs first"
+        return self.s
+
+    @initialize(resize=st.booleans(), spread=st.booleans(),
+          max_pods=st.sampled_from([None, 1, 3]), evict=st.booleans())
+    def configure(self, resize: bool, spread: bool, max_pods: int | None, evict: bool) -> None:
+        self.s = Scheduler(NODES, SchedulerConfig(
+            keep_alive_s=30, supports_resize=resize, max_pods_per_function=max_pods,
+            node_choice=NodeChoice.SPREAD if spread else NodeChoice.BEST_FIT,
+            evict_for_room=evict))
+
+    @rule(fn=st.sampled_from(FUNCTIONS), size=st.sampled_from(SIZES),
+          cold_ms=st.sampled_from([None, 0.0, 500.0, 5000.0]),
+          wait_ms=st.sampled_from([None, 10.0, 1000.0]))
+    def invoke(self, fn: FunctionName, size: Size, cold_ms: float | None,
+               wait_ms: float | None) -> None:
+        s = self.sched
+        before = (s.pods(), s.nodes(), s.usage(self.now), s.warm_idle(fn, self.now))
+        idle_before = {p.pod_id: p for p in before[0] if p.idle and p.function == fn}
+        p = s.place(fn, size, self.now, cold_start_ms=cold_ms, busy_wait_ms=wait_ms)
+        # place is pure
+        assert (s.pods(), s.nodes(), s.usage(self.now), s.warm_idle(fn, self.now)) == before
+        if p.kind in (PlacementKind.WARM, PlacementKind.RESIZE):
+            assert p.pod_id is not None
+            pod = idle_before[p.pod_id]  # only the function's own idle pods
+            assert pod.size.memory_mib >= size.memory_mib and pod.size.gpu == size.gpu
+            if s.config.supports_resize:
+                assert p.size.cpu_millicores == size.cpu_millicores
+            else:
+                assert p.kind is PlacementKind.WARM
+                assert pod.size.cpu_millicores >= size.cpu_millicores
+        elif p.kind is PlacementKind.COLD:
+            assert p.size == size and p.pod_id is None
+            # a cold start only when no idle pod fits (ignoring resize headroom)
+            fits = [q for q in idle_before.values()
+                    if q.size.memory_mib >= size.memory_mib and q.size.gpu == size.gpu
+                    and (s.config.supports_resize
+                         or q.size.cpu_millicores >= size.cpu_millicores)]
+            if not s.config.supports_resize:
+                assert not fits
+        elif p.kind is PlacementKind.REJECT:
+            assert not any(n.cpu_millicores >= size.cpu_millicores
+                           and n.memory_mib >= size.memory_mib and n.gpus >= size.gpu
+                           for n in NODES)
+        if p.kind in (PlacementKind.QUEUE, PlacementKind.REJECT):
+            try:
+                s.commit(p, fn, self.now)
+            except CapacityError:
+                return
+            raise AssertionError("committing a QUEUE/REJECT placement must raise")
+        pod = s.commit(p, fn, self.now, cold_start_ms=cold_ms or 0.0)
+        assert pod.busy and pod.function == fn
+        for victim in p.evict:
+            assert s.pod(victim) is None
+
+    @rule(data=st.data())
+    def finish(self, data: st.DataObject) -> None:
+        busy = [p.pod_id for p in self.sched.pods() if p.busy]
+        if busy:
+            self.sched.release(data.draw(st.sampled_from(busy)), self.now)
+
+    @rule(data=st.data())
+    def crash(self, data: st.DataObject) -> None:
+        ids = [p.pod_id for p in self.sched.pods()] + [PodId("ghost")]
+        self.sched.remove(data.draw(st.sampled_from(ids)))
+
+    @rule(dt=st.sampled_from([0.0, 0.5, 5.0, 31.0]))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        for pod in self.sched.expire(self.now):
+            assert pod.idle and self.now - pod.last_used > 30
+            assert self.sched.pod(pod.pod_id) is None
+
+    @invariant()
+    def conservation(self) -> None:
+        s = self.sched
+        pods = s.pods()
+        per_node: dict[str, list[int]] = {}
+        for p in pods:
+            acc = per_node.setdefault(p.node_id, [0, 0, 0, 0])
+            acc[0] += p.size.cpu_millicores
+            acc[1] += p.size.memory_mib
+            acc[2] += p.size.gpu
+            acc[3] += 1
+        for n in s.nodes():
+            acc = per_node.get(n.node.node_id, [0, 0, 0, 0])
+            assert [n.cpu_millicores, n.memory_mib, n.gpus, n.pods] == acc
+            assert n.free_cpu_millicores >= 0 and n.free_memory_mib >= 0 and n.free_gpus >= 0
+        u = s.usage(self.now)
+        assert u.allocated_cpu_millicores == sum(p.size.cpu_millicores for p in pods)
+        assert u.allocated_memory_mib == sum(p.size.memory_mib for p in pods)
+        assert u.allocated_gpus == sum(p.size.gpu for p in pods)
+        idle = [p for p in pods if p.idle]
+        assert u.idle_cpu_millicores == sum(p.size.cpu_millicores for p in idle)
+        assert u.idle_memory_mib == sum(p.size.memory_mib for p in idle)
+        assert (u.pods, u.pods_idle) == (len(pods), len(idle))
+        assert u.pods_busy + u.pods_starting + u.pods_idle == u.pods
+        assert all(p.ready_at <= self.now for p in idle)
+        for fn in FUNCTIONS:
+            mine = [p for p in idle if p.function == fn]
+            assert Counter(s.warm_idle(fn, self.now)) == Counter(p.size for p in mine)
+            limit = s.config.max_pods_per_function
+            if limit is not None:
+                assert len(s.pods(fn)) <= limit
+
+
+TestSchedulerMachine = SchedulerMachine.TestCase
+TestSchedulerMachine.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
