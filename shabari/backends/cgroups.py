@@ -1,0 +1,357 @@
+"""Real CPU and memory limits for local pods: cgroup v2, cgroup v1, or a weaker fallback.
+
+Why its own module: the local backend's promise ("a pod at 250m gets a quarter of a core and is
+OOM-killed past its memory") rests entirely on these files, and the two cgroup versions spell
+everything differently. Detection happens at run time:
+
+- **v2** (unified hierarchy with the `cpu` and `memory` controllers): `cpu.max`, `memory.max`,
+  `memory.peak`, `memory.events` (`oom_kill`);
+- **v1** (per-controller hierarchies, as on our CI machines): `cpu.cfs_quota_us` /
+  `cpu.cfs_period_us`, `memory.limit_in_bytes`, `memory.max_usage_in_bytes`,
+  `memory.oom_control` (`oom_kill`), `memory.failcnt`;
+- **none writable**: `FallbackLimits` (CPU affinity + RLIMIT_AS), with one clear warning.
+
+Layout: `<root>[/<controller>]/shabari/<instance>/<pod>`, where `<instance>` is
+`<backend pid>-<random>`. A backend removes its own tree on close; at start it removes the trees
+of instances whose process is gone (a crashed backend), killing any worker left in them, so
+cgroup directories never leak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import logging
+import math
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "/sys/fs/cgroup"
+PARENT = "shabari"
+CFS_PERIOD_US = 100_000
+#: the kernel refuses quotas below 1 ms
+MIN_QUOTA_US = 1_000
+
+
+class CgroupMode(enum.Enum):
+    V2 = "v2"
+    V1 = "v1"
+    NONE = "none"
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(value)
+
+
+def _read(path: Path) -> str:
+    with open(path) as fh:
+        return fh.read()
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    """Parse `key value` lines (memory.oom_control, memory.events, cpu.stat)."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in _read(path).splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+                out[parts[0]] = int(parts[1])
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _procs(directory: Path) -> list[int]:
+    try:
+        return [int(p) for p in _read(directory / "cgroup.procs").split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _remove_tree(directory: Path, timeout_s: float = 5.0) -> bool:
+    """Kill what runs in `directory` (and below), then rmdir bottom-up. True when gone."""
+    if not directory.exists():
+        return True
+    children = sorted((p for p in directory.rglob("*") if p.is_dir()),
+                      key=lambda p: len(p.parts), reverse=True)
+    ok = True
+    for d in [*children, directory]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for pid in _procs(d):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                d.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    log.warning("could not remove cgroup %s: %s", d, exc)
+                    ok = False
+                    break
+                time.sleep(0.02)
+    return ok
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupLayout:
+    mode: CgroupMode
+    #: directories under which `shabari/` is created: one (v2) or cpu + memory (v1)
+    cpu_root: Path | None = None
+    memory_root: Path | None = None
+    reason: str = ""
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        roots = [r for r in (self.cpu_root, self.memory_root) if r is not None]
+        return tuple(dict.fromkeys(roots))
+
+
+def _probe_writable(base: Path) -> str:
+    """Empty string when we can create `base/shabari`, else why not."""
+    parent = base / PARENT
+    try:
+        parent.mkdir(exist_ok=True)
+        probe = parent / f".probe-{os.getpid()}-{secrets.token_hex(2)}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        return f"{parent}: {exc.strerror or exc}"
+    return ""
+
+
+def detect(root: str | Path = DEFAULT_ROOT) -> CgroupLayout:
+    """Which cgroup interface can we write here? (v2 preferred, then v1, else none.)"""
+    base = Path(root)
+    controllers = base / "cgroup.controllers"
+    reasons: list[str] = []
+    if controllers.is_file():
+        try:
+            available = set(_read(controllers).split())
+        except OSError:
+            available = set()
+        if {"cpu", "memory"} <= available:
+            try:
+                _write(base / "cgroup.subtree_control", "+cpu +memory")
+            except OSError as exc:
+                reasons.append(f"v2: cannot enable cpu/memory at {base} ({exc.strerror})")
+            else:
+                why = _probe_writable(base)
+                if not why:
+                    try:
+                        _write(base / PARENT / "cgroup.subtree_control", "+cpu +memory")
+                        return CgroupLayout(CgroupMode.V2, base, base)
+                    except OSError as exc:
+                        why = f"{base / PARENT}: {exc.strerror}"
+                reasons.append(f"v2: {why}")
+        else:
+            reasons.append(f"v2: {controllers} lacks cpu/memory ({' '.join(sorted(available))})")
+    cpu, mem = base / "cpu", base / "memory"
+    if (cpu / "cpu.cfs_quota_us").is_file() and (mem / "memory.limit_in_bytes").is_file():
+        why = _probe_writable(cpu) or _probe_writable(mem)
+        if not why:
+            return CgroupLayout(CgroupMode.V1, cpu, mem)
+        reasons.append(f"v1: {why}")
+    else:
+        reasons.append(f"v1: no cpu/memory controllers under {base}")
+    return CgroupLayout(CgroupMode.NONE, reason="; ".join(reasons))
+
+
+class PodCgroup:
+    """The cgroup(s) of one pod: set CPU/memory, read peak memory and OOM kills."""
+
+    def __init__(self, layout: CgroupLayout, cpu_dir: Path, memory_dir: Path) -> None:
+        self.layout = layout
+        self.cpu_dir = cpu_dir
+        self.memory_dir = memory_dir
+        self.memory_limit_mib: int | None = None
+
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        """Directories a worker must join (write its pid into `cgroup.procs`)."""
+        return tuple(dict.fromkeys((self.cpu_dir, self.memory_dir)))
+
+    @property
+    def v2(self) -> bool:
+        return self.layout.mode is CgroupMode.V2
+
+    def set_cpu(self, cpu_millicores: int) -> None:
+        quota = max(MIN_QUOTA_US, cpu_millicores * CFS_PERIOD_US // 1000)
+        if self.v2:
+            _write(self.cpu_dir / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        else:
+            _write(self.cpu_dir / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+            _write(self.cpu_dir / "cpu.cfs_quota_us", str(quota))
+
+    def cpu_limit_millicores(self) -> int | None:
+        try:
+            if self.v2:
+                quota, period = _read(self.cpu_dir / "cpu.max").split()
+                return None if quota == "max" else int(quota) * 1000 // int(period)
+            q = int(_read(self.cpu_dir / "cpu.cfs_quota_us"))
+            p = int(_read(self.cpu_dir / "cpu.cfs_period_us"))
+            return None if q < 0 else q * 1000 // p
+        except (OSError, ValueError):
+            return None
+
+    def set_memory(self, memory_mib: int) -> None:
+        limit = str(memory_mib * 1024 * 1024)
+        if self.v2:
+            _write(self.memory_dir / "memory.max", limit)
+            with contextlib.suppress(OSError):  # no swap: over the limit means OOM
+                _write(self.memory_dir / "memory.swap.max", "0")
+        else:
+            _write(self.memory_dir / "memory.limit_in_bytes", limit)
+            with contextlib.suppress(OSError):
+                _write(self.memory_dir / "memory.swappiness", "0")
+        self.memory_limit_mib = memory_mib
+
+    def reset_peak(self) -> None:
+        """Start a new peak-memory window (v1 always; v2 on kernels that allow it)."""
+        with contextlib.suppress(OSError):
+            if self.v2:
+                _write(self.memory_dir / "memory.peak", "0")
+            else:
+                _write(self.memory_dir / "memory.max_usage_in_bytes", "0")
+
+    def peak_mib(self) -> float | None:
+        name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
+        try:
+            return int(_read(self.memory_dir / name)) / (1024 * 1024)
+        except (OSError, ValueError):
+            return None
+
+    def oom_kills(self) -> int:
+        if self.v2:
+            return _keyed(self.memory_dir / "memory.events").get("oom_kill", 0)
+        return _keyed(self.memory_dir / "memory.oom_control").get("oom_kill", 0)
+
+    def limit_hits(self) -> int:
+        """How often usage reached the limit (v1 failcnt, v2 `max` events)."""
+        if self.v2:
+            return _keyed(self.memory_dir / "memory.events").get("max", 0)
+        try:
+            return int(_read(self.memory_dir / "memory.failcnt"))
+        except (OSError, ValueError):
+            return 0
+
+    def pids(self) -> list[int]:
+        return _procs(self.memory_dir)
+
+    def remove(self) -> bool:
+        ok = True
+        for d in self.dirs:
+            ok = _remove_tree(d) and ok
+        return ok
+
+
+class CgroupManager:
+    """One backend instance's cgroup tree: create pod cgroups, clean up (also after crashes)."""
+
+    def __init__(self, root: str | Path | None = None, *, instance: str | None = None,
+                 layout: CgroupLayout | None = None) -> None:
+        self.root = Path(root or DEFAULT_ROOT)
+        self.layout = layout or detect(self.root)
+        self.instance = instance or f"{os.getpid()}-{secrets.token_hex(3)}"
+        self._pods: dict[str, PodCgroup] = {}
+
+    @property
+    def mode(self) -> CgroupMode:
+        return self.layout.mode
+
+    def instance_dirs(self) -> tuple[Path, ...]:
+        return tuple(r / PARENT / self.instance for r in self.layout.roots)
+
+    def reap_stale(self) -> list[Path]:
+        """Remove the trees of instances whose backend process is dead; return what was removed."""
+        removed: list[Path] = []
+        for r in self.layout.roots:
+            parent = r / PARENT
+            if not parent.is_dir():
+                continue
+            for d in parent.iterdir():
+                if not d.is_dir() or d.name.startswith(".probe-"):
+                    # a probe left by a killed detect(): remove if its owner is gone
+                    if d.is_dir():
+                        pid = d.name.split("-")[1]
+                        if pid.isdigit() and not _pid_alive(int(pid)):
+                            _remove_tree(d)
+                    continue
+                owner = d.name.split("-", 1)[0]
+                if owner.isdigit() and not _pid_alive(int(owner)) and _remove_tree(d):
+                    removed.append(d)
+        return removed
+
+    def create(self, pod: str, cpu_millicores: int, memory_mib: int) -> PodCgroup:
+        if self.layout.mode is CgroupMode.NONE:
+            raise RuntimeError("no writable cgroup hierarchy: " + self.layout.reason)
+        assert self.layout.cpu_root is not None and self.layout.memory_root is not None
+        cpu_dir = self.layout.cpu_root / PARENT / self.instance / pod
+        mem_dir = self.layout.memory_root / PARENT / self.instance / pod
+        for d in dict.fromkeys((cpu_dir, mem_dir)):
+            d.parent.mkdir(parents=True, exist_ok=True)
+            if self.layout.mode is CgroupMode.V2:
+                with contextlib.suppress(OSError):
+                    _write(d.parent / "cgroup.subtree_control", "+cpu +memory")
+            d.mkdir(exist_ok=True)
+        cg = PodCgroup(self.layout, cpu_dir, mem_dir)
+        cg.set_cpu(cpu_millicores)
+        cg.set_memory(memory_mib)
+        self._pods[pod] = cg
+        return cg
+
+    def release(self, pod: str) -> None:
+        cg = self._pods.pop(pod, None)
+        if cg is not None:
+            cg.remove()
+
+    def close(self) -> None:
+        for pod in list(self._pods):
+            self.release(pod)
+        for d in self.instance_dirs():
+            _remove_tree(d)
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackLimits:
+    """Without writable cgroups: pin to ceil(vCPU) CPUs, cap the address space.
+
+    Weaker on purpose and said so: affinity grants whole cores (250m gets a full core), and
+    RLIMIT_AS limits *virtual* memory, so `virtual_overhead_mib` is added for what runtimes map
+    without touching (thread stacks, arenas); exceeding it raises MemoryError in the worker,
+    reported as OOM. In-place resize changes the thread pools but not the affinity.
+    """
+
+    cpus: tuple[int, ...]
+    address_space_bytes: int
+
+    @staticmethod
+    def for_size(cpu_millicores: int, memory_mib: int, slot: int,
+                 virtual_overhead_mib: int = 1024) -> FallbackLimits:
+        available = sorted(os.sched_getaffinity(0))
+        k = max(1, min(len(available), math.ceil(cpu_millicores / 1000)))
+        start = (slot * k) % len(available)
+        cpus = tuple(available[(start + i) % len(available)] for i in range(k))
+        return FallbackLimits(cpus, (memory_mib + virtual_overhead_mib) * 1024 * 1024)
+
+    def worker_args(self) -> list[str]:
+        return ["--affinity", ",".join(map(str, self.cpus)),
+                "--rlimit-as", str(self.address_space_bytes)]

@@ -1,1 +1,0 @@
-"""shabari.demo (being built)."""
