@@ -36,6 +36,7 @@ __all__ = [
     "PerfTable",
     "load_perf_table",
     "load_perf_tables",
+    "read_perf_rows",
     "write_perf_table",
 ]
 
@@ -142,7 +143,9 @@ def _parse_bool(text: str, path: str, line: int, column: str) -> bool:
     raise DataFormatError(f"expected 0 or 1, got {text!r}", path=path, line=line, column=column)
 
 
-def _read_rows(path: Path) -> list[PerfRow]:
+def read_perf_rows(path: str | Path) -> list[PerfRow]:
+    """The validated rows of one table file (`DataFormatError` with line and column)."""
+    path = Path(path)
     where = str(path)
     try:
         fh = path.open(newline="")
@@ -233,7 +236,7 @@ def _read_rows(path: Path) -> list[PerfRow]:
 
 def load_perf_table(path: str | Path) -> PerfTable:
     """Load and validate one table (`DataFormatError` with line and column on bad cells)."""
-    return PerfTable(_read_rows(Path(path)), source=str(path))
+    return PerfTable(read_perf_rows(Path(path)), source=str(path))
 
 
 def load_perf_tables(paths: Iterable[str | Path]) -> PerfTable:
@@ -242,7 +245,7 @@ def load_perf_tables(paths: Iterable[str | Path]) -> PerfTable:
     sources: list[str] = []
     owner: dict[str, str] = {}
     for p in paths:
-        part = _read_rows(Path(p))
+        part = read_perf_rows(Path(p))
         for fn in {r.function for r in part}:
             if fn in owner:
                 raise DataFormatError(f"function {fn!r} is also defined in {owner[fn]}",
@@ -391,10 +394,18 @@ class PerfTable:
     def sample_latency(self, function: str, input: str, size: Size,
                        rng: random.Random) -> tuple[float, bool]:
         """One sample of the latency distribution at `size`: (latency_ms, ok)."""
+        return self.latency_at(function, input, size, rng.random())
+
+    def latency_at(self, function: str, input: str, size: Size, u: float) -> tuple[float, bool]:
+        """The sample at quantile position `u` in [0, 1) of the measured samples (in file
+        order): lets a driver reuse one random number per invocation across policies."""
         cell = self._cells[(function, input, size)]
         n = len(cell.latencies)
-        i = 0 if n == 1 else int(rng.random() * n)
+        i = 0 if n == 1 else min(int(u * n), n - 1)
         return cell.latencies[i], cell.oks[i]
+
+    def has_size(self, function: str, input: str, size: Size) -> bool:
+        return (function, input, size) in self._cells
 
     def peak_memory_mib(self, function: str, input: str, size: Size) -> float | None:
         return self._cells[(function, input, size)].peak_memory_mib

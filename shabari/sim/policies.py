@@ -1,0 +1,61 @@
+"""The fixed policy names of DESIGN 4.5 and how the simulator builds each one.
+
+`shabari`, `static-max` and `static-default` are the gateway's own objects (`shabari.agent`);
+the baselines and the oracle live in `shabari.sim.baselines`. A fresh instance per run, so
+no state leaks between policies.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import cast
+
+from shabari.agent.policy import Policy
+from shabari.agent.simple import StaticDefault, StaticMax
+from shabari.core import ConfigError, DecisionContext, Size
+from shabari.sim.baselines import VPA, Oracle, Parrotfish, PowerTuning
+from shabari.sim.engine import Workload
+
+__all__ = ["POLICY_NAMES", "make_policy"]
+
+POLICY_NAMES = ("shabari", "static-max", "static-default", "power-tuning", "parrotfish", "vpa",
+                "oracle")
+
+
+def _shabari(seed: int) -> Policy:
+    agent = importlib.import_module("shabari.agent")
+    factory = getattr(agent, "ShabariAgent", None)
+    if factory is None:
+        raise ConfigError("policy 'shabari' is not available: shabari.agent.ShabariAgent "
+                          "is missing from this installation")
+    return cast(Policy, factory(seed=seed))
+
+
+def make_policy(name: str, work: Workload) -> Policy:
+    """A fresh policy object for `name` (one of `POLICY_NAMES`), bound to `work` if needed."""
+    if name == "shabari":
+        return _shabari(work.config.seed)
+    if name == "static-max":
+        return StaticMax()
+    if name == "static-default":
+        return StaticDefault()
+    if name == "power-tuning":
+        return PowerTuning()
+    if name == "parrotfish":
+        return Parrotfish()
+    if name == "vpa":
+        return VPA()
+    if name == "oracle":
+        table = work.table
+        mapping = work.mapping
+        inputs = work.inputs_by_context
+
+        def latency(ctx: DecisionContext, size: Size) -> float:
+            pf = mapping[ctx.spec.name]
+            return table.median_latency_ms(pf, inputs(ctx), size)
+
+        def cold(ctx: DecisionContext) -> float:
+            return work.cold_ms[mapping[ctx.spec.name]]
+
+        return Oracle(latency, cold)
+    raise ConfigError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
