@@ -50,6 +50,13 @@ HANDLERS = {
         def handle(body, content_type, ctx):
             raise MemoryError("simulated allocation failure")
     """,
+    "bloat": """
+        import time
+        def handle(body, content_type, ctx):
+            held = b"x" * (int(body or b"300") << 20)  # really touches the pages
+            time.sleep(2)
+            return str(len(held)).encode()
+    """,
 }
 
 
