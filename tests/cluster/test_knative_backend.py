@@ -1,0 +1,302 @@
+"""The knative backend against the emulated API server and a tag-routing test ingress.
+
+`FakeKnative` stands in for Knative Serving's controller and data plane, both over real HTTP:
+the controller marks Routes Ready and publishes their tagged traffic and URL in the status; the
+ingress routes each request by its Host header to a Route and by `Knative-Serving-Tag` to the
+tagged Configuration (no tag: the 100% target), scales that Configuration from zero by starting
+a real worker process (`python -m shabari.runtime.worker --http`) while holding the request, as
+the activator does, and proxies the request to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+from aiohttp import web
+from conftest import NAMESPACE, free_port
+
+from shabari.backends.base import Backend
+from shabari.backends.knative import (
+    TAG_HEADER,
+    KnativeBackend,
+    configuration_name,
+    variant_manifests,
+    variant_tag,
+)
+from shabari.core import SLO, FunctionName, FunctionSpec, NodeId, PodId, Size
+from shabari.core.errors import (
+    BackendError,
+    BackendUnavailableError,
+    FunctionFailedError,
+    ResizeRejectedError,
+)
+from shabari.core.types import OutcomeStatus
+from shabari.core.units import parse_cpu
+
+SERVING = "apis/serving.knative.dev/v1"
+NODE = NodeId("knative")
+
+
+class FakeKnative:
+    def __init__(self, api_url: str, function_dirs: dict[str, Path]) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.function_dirs = function_dirs
+        self.workers: dict[str, tuple[asyncio.subprocess.Process, int]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.served_by: list[str] = []
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self.ingress)
+        self._session: aiohttp.ClientSession | None = None
+        self._controller: asyncio.Task[None] | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None
+        return self._session
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self._controller = asyncio.create_task(self._reconcile_routes())
+
+    async def close(self) -> None:
+        if self._controller is not None:
+            self._controller.cancel()
+            with contextlib.suppress(BaseException):
+                await self._controller
+        for proc, _ in self.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        await self.session.close()
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        async with self.session.get(f"{self.api_url}/{path}") as resp:
+            return await resp.json() if resp.status == 200 else None
+
+    async def _reconcile_routes(self) -> None:
+        """The controller part: Routes become Ready with their tags and URL in the status."""
+        while True:
+            listing = await self._get(f"{SERVING}/namespaces/{NAMESPACE}/routes") or {}
+            for route in listing.get("items", []):
+                if (route.get("status") or {}).get("conditions"):
+                    continue
+                name = route["metadata"]["name"]
+                traffic = [{**t, "revisionName": f"{t['configurationName']}-00001"}
+                           for t in route["spec"]["traffic"]]
+                status = {"conditions": [{"type": "Ready", "status": "True"}],
+                          "url": f"http://{name}.{NAMESPACE}.example.com", "traffic": traffic}
+                async with self.session.patch(
+                    f"{self.api_url}/{SERVING}/namespaces/{NAMESPACE}/routes/{name}/status",
+                    json={"status": status},
+                    headers={"Content-Type": "application/merge-patch+json"},
+                ) as resp:
+                    await resp.read()
+            await asyncio.sleep(0.05)
+
+    async def _worker_for(self, configuration: str) -> int:
+        """Scale from zero: start the configuration's pod (a worker) if none is running."""
+        lock = self.locks.setdefault(configuration, asyncio.Lock())
+        async with lock:
+            if configuration in self.workers:
+                return self.workers[configuration][1]
+            conf = await self._get(
+                f"{SERVING}/namespaces/{NAMESPACE}/configurations/{configuration}")
+            assert conf is not None, configuration
+            container = conf["spec"]["template"]["spec"]["containers"][0]
+            function = container["image"].removeprefix("test/")
+            port = free_port()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shabari.runtime.worker",
+                "--function-dir", str(self.function_dirs[function]),
+                "--http", str(port), "--host", "127.0.0.1",
+                "--cpu-millicores",
+                str(parse_cpu(container["resources"]["limits"]["cpu"])),
+                stdin=asyncio.subprocess.DEVNULL)
+            for _ in range(400):
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with self.session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                await asyncio.sleep(0.025)
+            self.workers[configuration] = (proc, port)
+            return port
+
+    async def ingress(self, request: web.Request) -> web.StreamResponse:
+        route_name = request.host.split(".", 1)[0]
+        route = await self._get(f"{SERVING}/namespaces/{NAMESPACE}/routes/{route_name}")
+        if route is None:
+            return web.Response(status=404, text=f"no route for host {request.host}")
+        tag = request.headers.get(TAG_HEADER)
+        targets = route["spec"]["traffic"]
+        if tag:
+            target = next((t for t in targets if t.get("tag") == tag), None)
+        else:
+            target = next((t for t in targets if t.get("percent") == 100), None)
+        if target is None:
+            return web.Response(status=404, text=f"no traffic target tagged {tag}")
+        configuration = target["configurationName"]
+        port = await self._worker_for(configuration)
+        self.served_by.append(configuration)
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower().startswith("x-shabari") or k.lower() == "content-type"}
+        async with self.session.post(f"http://127.0.0.1:{port}/invoke",
+                                     data=await request.read(), headers=headers) as resp:
+            body = await resp.read()
+            out_headers = {k: v for k, v in resp.headers.items()
+                           if k.lower().startswith("x-shabari") or k.lower() == "content-type"}
+            return web.Response(status=resp.status, body=body, headers=out_headers)
+
+
+@pytest.fixture
+async def knative(
+    k8s_api: tuple[kmock.KubernetesEmulator, str], function_dirs: dict[str, Path]
+) -> AsyncIterator[tuple[FakeKnative, str]]:
+    emulator, url = k8s_api
+    for plural, kind in (("routes", "Route"), ("configurations", "Configuration")):
+        emulator.resources[f"serving.knative.dev/v1/{plural}"] = kmock.ResourceInfo(
+            kind=kind, namespaced=True, subresources={"status"})
+    fake = FakeKnative(url, function_dirs)
+    await fake.start()
+    runner = web.AppRunner(fake.app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield fake, f"http://127.0.0.1:{port}"
+    await fake.close()
+    await runner.cleanup()
+
+
+def spec(name: str) -> FunctionSpec:
+    return FunctionSpec(name=FunctionName(name), slo=SLO(latency_ms=1000.0),
+                        sizes=(Size(500, 256), Size(2000, 512)), default_size=Size(500, 256))
+
+
+@pytest.fixture
+async def backend(
+    k8s_api: tuple[kmock.KubernetesEmulator, str], knative: tuple[FakeKnative, str]
+) -> AsyncIterator[KnativeBackend]:
+    _, api_url = k8s_api
+    _, ingress = knative
+    b = KnativeBackend({
+        "api_url": api_url, "namespace": NAMESPACE, "ingress_url": ingress,
+        "manage_variants": True, "image_prefix": "test/", "ready_timeout_s": 10,
+        "poll_interval_s": 0.05, "cold_start_threshold_ms": 100,
+    })
+    await b.start()
+    yield b
+    await b.close()
+
+
+class TestNaming:
+    def test_variant_tags(self) -> None:
+        assert variant_tag(Size(500, 512)) == "c500m-m512mi"
+        assert variant_tag(Size(2000, 1024)) == "c2-m1gi"
+        assert variant_tag(Size(1000, 4096, 1)) == "c1-m4gi-g1"
+        assert configuration_name("thumb", Size(250, 256)) == "thumb-c250m-m256mi"
+
+    def test_manifests_one_configuration_per_size_and_one_tagged_route(self) -> None:
+        manifests = variant_manifests(spec("echo"), "ns", "img")
+        confs = [m for m in manifests if m["kind"] == "Configuration"]
+        (route,) = [m for m in manifests if m["kind"] == "Route"]
+        assert {c["metadata"]["name"] for c in confs} == {"echo-c500m-m256mi", "echo-c2-m512mi"}
+        big = next(c for c in confs if c["metadata"]["name"] == "echo-c2-m512mi")
+        res = big["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert res["requests"] == res["limits"] == {"cpu": "2", "memory": "512Mi"}
+        tags = {t.get("tag") for t in route["spec"]["traffic"]}
+        assert tags == {None, "c500m-m256mi", "c2-m512mi"}
+        assert sum(t["percent"] for t in route["spec"]["traffic"]) == 100
+
+    def test_is_a_backend_without_resize(self) -> None:
+        b = KnativeBackend({"ingress_url": "http://x"})
+        assert isinstance(b, Backend) and b.supports_resize is False
+
+
+class TestRouting:
+    async def test_each_size_is_served_by_its_variant(
+        self, backend: KnativeBackend, knative: tuple[FakeKnative, str]
+    ) -> None:
+        fake, _ = knative
+        async with asyncio.timeout(60):
+            await backend.prepare(spec("echo"))
+            await backend.start_pod(PodId("small"), spec("echo"), Size(500, 256), NODE)
+            await backend.start_pod(PodId("big"), spec("echo"), Size(2000, 512), NODE)
+            cold = await backend.invoke(PodId("big"), b"a", "text/plain", 20)
+            assert fake.served_by[-1] == "echo-c2-m512mi"
+            assert cold.body == b"echo:a:cpu=2000"
+            assert cold.outcome.cold_start and cold.outcome.cold_start_ms >= 100
+            warm = await backend.invoke(PodId("big"), b"b", "text/plain", 20)
+            assert not warm.outcome.cold_start
+            small = await backend.invoke(PodId("small"), b"c", "text/plain", 20)
+            assert fake.served_by[-1] == "echo-c500m-m256mi"
+            assert small.outcome.status is OutcomeStatus.OK
+
+    async def test_function_error_passes_through(self, backend: KnativeBackend) -> None:
+        async with asyncio.timeout(60):
+            await backend.start_pod(PodId("f"), spec("failing"), Size(500, 256), NODE)
+            result = await backend.invoke(PodId("f"), b"q", None, 20)
+            assert result.outcome.status is OutcomeStatus.ERROR
+            assert b"bad input: q" in result.body
+
+    async def test_resize_is_never_in_place(self, backend: KnativeBackend) -> None:
+        with pytest.raises(ResizeRejectedError, match="in place"):
+            await backend.resize(PodId("any"), 1000)
+
+
+class TestFailures:
+    async def test_route_missing_a_tag_is_reported(
+        self, k8s_api: tuple[kmock.KubernetesEmulator, str], knative: tuple[FakeKnative, str]
+    ) -> None:
+        _, api_url = k8s_api
+        _, ingress = knative
+        manifests = variant_manifests(spec("echo"), NAMESPACE, "test/echo")
+        route = manifests[-1]
+        route["spec"]["traffic"] = route["spec"]["traffic"][:2]  # drop the c2-m512mi target
+        async with aiohttp.ClientSession() as s, s.post(
+                f"{api_url}/{SERVING}/namespaces/{NAMESPACE}/routes", json=route) as resp:
+            assert resp.status in (200, 201)
+        b = KnativeBackend({"api_url": api_url, "namespace": NAMESPACE, "ingress_url": ingress,
+                            "ready_timeout_s": 1, "poll_interval_s": 0.1})
+        await b.start()
+        try:
+            async with asyncio.timeout(10):
+                with pytest.raises(BackendError, match="c2-m512mi"):
+                    await b.prepare(spec("echo"))
+        finally:
+            await b.close()
+
+    async def test_ingress_unreachable(self, backend: KnativeBackend) -> None:
+        async with asyncio.timeout(30):
+            await backend.start_pod(PodId("p"), spec("echo"), Size(500, 256), NODE)
+            backend.ingress_url = f"http://127.0.0.1:{free_port()}"
+            with pytest.raises(BackendUnavailableError, match="ingress unavailable"):
+                await backend.invoke(PodId("p"), b"x", None, 5)
+
+    async def test_answer_without_worker_status_is_a_failure(
+        self, backend: KnativeBackend
+    ) -> None:
+        async with asyncio.timeout(30):
+            await backend.start_pod(PodId("p"), spec("echo"), Size(500, 256), NODE)
+            # a route the ingress does not know: it answers 404 itself, no worker involved
+            backend._pods[PodId("p")] = type(backend._pods[PodId("p")])(
+                PodId("p"), "echo", Size(500, 256), "c500m-m256mi", "nosuch.fns.example.com")
+            with pytest.raises(FunctionFailedError, match="HTTP 404"):
+                await backend.invoke(PodId("p"), b"x", None, 5)
+
+    async def test_api_server_unreachable(self) -> None:
+        b = KnativeBackend({"api_url": f"http://127.0.0.1:{free_port()}", "ingress_url": "http://x",
+                            "api_timeout_s": 2})
+        await b.start()
+        try:
+            async with asyncio.timeout(10):
+                with pytest.raises(BackendUnavailableError, match="unavailable"):
+                    await b.prepare(spec("echo"))
+        finally:
+            await b.close()
