@@ -7,11 +7,8 @@ no state leaks between policies.
 
 from __future__ import annotations
 
-import importlib
-from typing import cast
-
-from shabari.agent.policy import Policy
-from shabari.agent.simple import StaticDefault, StaticMax
+from shabari.agent import Policy
+from shabari.agent import make_policy as make_agent_policy
 from shabari.core import ConfigError, DecisionContext, Size
 from shabari.sim.baselines import VPA, Oracle, Parrotfish, PowerTuning
 from shabari.sim.engine import Workload
@@ -22,23 +19,10 @@ POLICY_NAMES = ("shabari", "static-max", "static-default", "power-tuning", "parr
                 "oracle")
 
 
-def _shabari(seed: int) -> Policy:
-    agent = importlib.import_module("shabari.agent")
-    factory = getattr(agent, "ShabariAgent", None)
-    if factory is None:
-        raise ConfigError("policy 'shabari' is not available: shabari.agent.ShabariAgent "
-                          "is missing from this installation")
-    return cast(Policy, factory(seed=seed))
-
-
 def make_policy(name: str, work: Workload) -> Policy:
     """A fresh policy object for `name` (one of `POLICY_NAMES`), bound to `work` if needed."""
-    if name == "shabari":
-        return _shabari(work.config.seed)
-    if name == "static-max":
-        return StaticMax()
-    if name == "static-default":
-        return StaticDefault()
+    if name in ("shabari", "static-max", "static-default"):
+        return make_agent_policy(name, work.config.seed)
     if name == "power-tuning":
         return PowerTuning()
     if name == "parrotfish":

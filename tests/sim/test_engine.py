@@ -1,0 +1,102 @@
+"""The engine: every invocation accounted once, deterministic for a seed, physical limits hold."""
+
+from __future__ import annotations
+
+import pytest
+from simtables import cpu_bound_table, small_trace
+
+from shabari.core import ConfigError
+from shabari.data.traces import Trace
+from shabari.sim.cli import simulate
+from shabari.sim.engine import SimConfig, Workload, run_policy
+from shabari.sim.policies import POLICY_NAMES, make_policy
+
+TIMING = ("wall_seconds", "decision_us")
+
+
+def _strip(doc: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in doc.items() if k not in TIMING}
+
+
+@pytest.fixture(scope="module")
+def all_results() -> dict[str, object]:
+    # a roomy cluster, no cold-start or resize delays: every SLO is feasible for the oracle
+    work = Workload(small_trace(), cpu_bound_table(), SimConfig(seed=3, nodes=4, node_vcpus=16,
+                                                                resize_latency_ms=0.0))
+    return {"work": work, "results": simulate(work, POLICY_NAMES, keep_per_invocation=True)}
+
+
+class TestConservation:
+    def test_every_invocation_accounted_exactly_once(self, all_results: dict) -> None:
+        work = all_results["work"]
+        for name, r in all_results["results"].items():
+            assert r.invocations == len(work), name
+            assert len(r.latencies_ms) == len(work), name
+            assert r.slo_violations >= r.failures, name
+            assert all(v > 0 for v in r.vcpu_of), name
+
+    def test_small_cluster_queues_but_loses_nothing(self) -> None:
+        work = Workload(small_trace(8, 30, 0.05), cpu_bound_table(), SimConfig(
+            nodes=1, node_vcpus=2, node_memory_gib=2))
+        r = run_policy(work, make_policy("static-max", work))
+        assert r.queued > 0
+        assert r.invocations == len(work)
+        assert max(r.latencies_ms) > 4000.0 / 2  # somebody waited behind the largest input
+
+    def test_allocation_and_idle_accounting(self, all_results: dict) -> None:
+        res = all_results["results"]
+        smax = res["static-max"]
+        # static-max holds 2 vCPU for every invocation: at least 2 x total execution time
+        assert smax.queued == 0
+        assert smax.allocated_vcpu_seconds == pytest.approx(2.0 * sum(smax.latencies_ms) / 1000.0)
+        assert all(r.idle_vcpu_seconds >= 0 for r in res.values())
+        assert res["static-max"].idle_vcpu_seconds > res["oracle"].idle_vcpu_seconds
+
+
+class TestDeterminism:
+    def test_same_seed_same_json(self) -> None:
+        def once(seed: int) -> dict[str, object]:
+            work = Workload(small_trace(), cpu_bound_table(), SimConfig(seed=seed))
+            return {n: _strip(r.to_json())
+                    for n, r in simulate(work, ["shabari", "vpa", "parrotfish"]).items()}
+
+        assert once(5) == once(5)
+        assert once(5) != once(6)
+
+    def test_empty_window_is_a_clear_error(self) -> None:
+        with pytest.raises(ConfigError, match="no invocations"):
+            Workload(Trace("empty", ()), cpu_bound_table(), SimConfig())
+
+
+class TestOracle:
+    def test_oracle_allocates_no_more_than_any_policy_on_feasible_invocations(
+            self, all_results: dict) -> None:
+        res = all_results["results"]
+        oracle = res["oracle"]
+        for name, r in res.items():
+            for i, (met, vcpu) in enumerate(zip(r.met_of, r.vcpu_of, strict=True)):
+                if met:
+                    assert oracle.vcpu_of[i] <= vcpu + 1e-9, (name, i)
+
+    def test_oracle_meets_every_feasible_slo_without_cold_starts(self, all_results: dict) -> None:
+        assert all_results["results"]["oracle"].slo_violations == 0
+
+    def test_oracle_has_fewest_violations_and_least_allocation(self, all_results: dict) -> None:
+        res = all_results["results"]
+        o = res["oracle"]
+        for name, r in res.items():
+            assert o.slo_violations <= r.slo_violations, name
+            assert o.allocated_vcpu_seconds <= r.allocated_vcpu_seconds + 1e-6, name
+
+
+class TestProfilingIsPaidFor:
+    def test_offline_baselines_pay_for_probes(self, all_results: dict) -> None:
+        res = all_results["results"]
+        work = all_results["work"]
+        grid = len(work.table.sizes("resize"))
+        functions = len(work.trace.functions())
+        assert res["power-tuning"].profiling_invocations == functions * grid * 5
+        assert 0 < res["parrotfish"].profiling_invocations < res["power-tuning"].profiling_invocations
+        assert res["power-tuning"].profiling_vcpu_seconds > 0
+        for name in ("shabari", "static-max", "static-default", "vpa", "oracle"):
+            assert res[name].profiling_invocations == 0
