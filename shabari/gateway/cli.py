@@ -31,18 +31,11 @@ POLICIES = ("shabari", "static-max", "static-default", "random")
 
 def make_policy(name: str, seed: int) -> Policy:
     """The policy objects the simulator also uses, by their fixed names."""
-    from shabari.agent import ShabariAgent
-    from shabari.agent.simple import RandomPolicy, StaticDefault, StaticMax
+    from shabari.agent import make_policy as agent_policy
 
-    if name == "shabari":
-        return ShabariAgent(seed=seed)
-    if name == "static-max":
-        return StaticMax()
-    if name == "static-default":
-        return StaticDefault()
-    if name == "random":
-        return RandomPolicy(seed)
-    raise ConfigError(f"unknown policy {name!r}; the gateway serves {', '.join(POLICIES)}")
+    if name not in POLICIES:
+        raise ConfigError(f"unknown policy {name!r}; the gateway serves {', '.join(POLICIES)}")
+    return agent_policy(name, seed)
 
 
 def bundled_entries(names: list[str] | None = None) -> dict[str, FunctionEntry]:

@@ -105,9 +105,8 @@ class _Attempt:
 
 
 def _outcome_of(exc: BackendError, latency_ms: float) -> Outcome:
-    carried = getattr(exc, "outcome", None)
-    if isinstance(carried, Outcome):
-        return carried
+    if exc.outcome is not None:
+        return exc.outcome
     status = {
         "OutOfMemoryError": OutcomeStatus.OOM,
         "InvocationTimeoutError": OutcomeStatus.TIMEOUT,
@@ -307,22 +306,28 @@ class Gateway:
         self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision, body: bytes,
         content_type: str | None, t_start: float, attempt_no: int, retry_of: str | None,
     ) -> _Attempt:
+        """Place and run one decision; latency counts from here (capacity wait, cold start,
+        resize and execution included: what the caller waits for after the decision)."""
         fn = spec.name
         placement: Placement | None = None
         pod_size = decision.size
         error: ShabariError | None = None
         resp_body, resp_ct = b"", "application/octet-stream"
-        cold_ms = 0.0
         t_decided = self._clock()
+        decision_s = t_decided - t_start
+        self.metrics.decision_seconds.labels(fn).observe(decision_s)
+        held_s = 0.0
         try:
-            placement, pod_id, pod_size, cold_ms = await self._place(spec, decision)
-            self.metrics.decision_seconds.labels(fn).observe(t_decided - t_start)
-            t_run = self._clock()
+            placement, pod_id, pod_size, cold_ms, t_commit = await self._place(spec, decision)
+            if placement.pod_id is None:
+                placement = dataclasses.replace(placement, pod_id=pod_id)
             try:
                 result = await self.backend.invoke(
                     pod_id, body, content_type, self.config.invoke_timeout_s)
             except BackendError as exc:
-                latency_ms = (self._clock() - t_run) * 1000.0 + cold_ms
+                t_end = self._clock()
+                latency_ms = (t_end - t_decided) * 1000.0
+                held_s = t_end - t_commit
                 error = exc
                 raw = _outcome_of(exc, latency_ms)
                 outcome = dataclasses.replace(
@@ -334,7 +339,9 @@ class Gateway:
                 self._capacity_changed()
                 await self._stop_pod(pod_id)
             else:
-                latency_ms = (self._clock() - t_run) * 1000.0 + cold_ms
+                t_end = self._clock()
+                latency_ms = (t_end - t_decided) * 1000.0
+                held_s = t_end - t_commit
                 resp_body, resp_ct = result.body, result.content_type
                 outcome = dataclasses.replace(
                     result.outcome, latency_ms=latency_ms, cold_start=placement.cold_start,
@@ -349,18 +356,20 @@ class Gateway:
             outcome = Outcome(latency_ms=(self._clock() - t_decided) * 1000.0,
                               status=OutcomeStatus.CRASH, detail=str(exc))
             slo_ms, violated = self._account(spec, ctx, decision, placement, outcome, None,
-                                             attempt_no, retry_of, learn=False)
+                                             attempt_no, retry_of, 0.0, decision_s, learn=False)
             return _Attempt(decision, placement, outcome, b"", "", error, pod_size, slo_ms,
                             violated)
         slo_ms, violated = self._account(spec, ctx, decision, placement, outcome, pod_size,
-                                         attempt_no, retry_of, learn=True)
+                                         attempt_no, retry_of, held_s, decision_s, learn=True)
         return _Attempt(decision, placement, outcome, resp_body, resp_ct, error, pod_size, slo_ms,
                         violated)
 
     async def _place(
         self, spec: FunctionSpec, decision: Decision
-    ) -> tuple[Placement, PodId, Size, float]:
-        """Place, commit, then start, resize or reuse the pod: (placement, pod, size, cold ms).
+    ) -> tuple[Placement, PodId, Size, float, float]:
+        """Place, commit, then start, resize or reuse the pod.
+
+        Returns (placement, pod, pod size, cold start ms, clock at commit).
 
         A scheduler QUEUE waits (bounded) for capacity to change; a resize the platform rejects
         retires that pod and places again (normally a cold start).
@@ -387,6 +396,7 @@ class Gateway:
                     pass
                 continue
             pod = self.scheduler.commit(placement, fn, now, cold_start_ms=est or 0.0)
+            t_commit = self._clock()
             for victim in placement.evict:
                 self.ledger.stopped(victim, now)
                 await self._stop_pod(victim)
@@ -405,7 +415,7 @@ class Gateway:
                 st.cold_start_ms_sum += cold_ms
                 self.metrics.cold_starts.labels(fn).inc()
                 self.ledger.started(pod.pod_id, fn, pod.size, self.now())
-                return placement, pod.pod_id, pod.size, cold_ms
+                return placement, pod.pod_id, pod.size, cold_ms, t_commit
             if placement.kind is PlacementKind.RESIZE:
                 try:
                     await self.backend.resize(pod.pod_id, pod.size.cpu_millicores)
@@ -421,33 +431,35 @@ class Gateway:
                     raise
                 self.metrics.resizes.labels(fn).inc()
             self.ledger.busy(pod.pod_id, pod.size, self.now())
-            return placement, pod.pod_id, pod.size, 0.0
+            return placement, pod.pod_id, pod.size, 0.0, t_commit
 
     def _account(
         self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision,
         placement: Placement | None, outcome: Outcome, pod_size: Size | None, attempt_no: int,
-        retry_of: str | None, *, learn: bool,
+        retry_of: str | None, held_s: float, decision_s: float, *, learn: bool,
     ) -> tuple[float, bool]:
         fn = spec.name
-        slo_ms = self.slo.resolve_after(spec, ctx.features, ctx.slo_ms, outcome.latency_ms,
-                                        outcome.ok)
+        # the input's own cost, without the cold start, is what a slowdown SLO is relative to
+        slo_ms = self.slo.resolve_after(spec, ctx.features, ctx.slo_ms,
+                                        outcome.latency_ms - outcome.cold_start_ms, outcome.ok)
         c = cost_of(decision.size, outcome, slo_ms, spec.largest)
         violated = violated_fn(outcome, slo_ms)
         if learn:
             learn_ctx = ctx if ctx.slo_ms is not None else dataclasses.replace(ctx, slo_ms=slo_ms)
             self.policy.learn(learn_ctx, decision, outcome)
             self.metrics.model_version.labels(fn).set(decision.model_version)
-        seconds = outcome.latency_ms / 1000.0
         if pod_size is not None:
-            self.metrics.allocated_vcpu_seconds.labels(fn).inc(pod_size.vcpu * seconds)
-            self.metrics.allocated_memory_gib_seconds.labels(fn).inc(pod_size.memory_gib * seconds)
+            self.metrics.allocated_vcpu_seconds.labels(fn).inc(pod_size.vcpu * held_s)
+            self.metrics.allocated_memory_gib_seconds.labels(fn).inc(pod_size.memory_gib * held_s)
         self.metrics.used_vcpu_seconds.labels(fn).inc(max(outcome.cpu_seconds, 0.0))
         self.metrics.used_memory_gib_seconds.labels(fn).inc(
-            max(outcome.peak_memory_mib, 0.0) / 1024.0 * seconds)
+            max(outcome.peak_memory_mib, 0.0) / 1024.0 * held_s)
         rec = decision_record(
             ts=time.time(), decision=decision, features=ctx.features, slo_ms=slo_ms,
             placement=placement, outcome=outcome, cost=c, violated=violated,
             attempt=attempt_no, retry_of=retry_of)
+        rec["held_ms"] = held_s * 1000.0
+        rec["decision_us"] = decision_s * 1e6
         if pod_size is not None:
             rec["pod_size"] = {"cpu_millicores": pod_size.cpu_millicores,
                                "memory_mib": pod_size.memory_mib, "gpu": pod_size.gpu}

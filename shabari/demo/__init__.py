@@ -1,0 +1,180 @@
+"""`shabari demo`: the main job a new user runs first (DESIGN 4.2).
+
+It starts the real gateway (`shabari gateway`, a child process) with the local backend and a
+few bundled functions, replays the bundled trace (traces/demo.csv) with real generated inputs
+over real HTTP, once per policy (shabari, static-max, static-default), shows progress, prints a
+comparison table and writes DIR/summary.json (DESIGN 4.5 per-policy schema) and
+DIR/report.html with PNG plots.
+
+Honesty rules the demo follows:
+- Every policy sees the same arrivals and the same inputs (seeded), on a fresh gateway.
+- The shabari agent is trained before the measured replay by a warm-up phase through the same
+  gateway (real invocations of *different* generated inputs, same seed family); the warm-up is
+  reported (`warmup_invocations`, the learning curve) and not counted in the comparison. The
+  static policies get a short warm-up too, so every policy starts the replay with warm pods.
+- Latency is measured by the HTTP client; allocation is the cgroup limits set on the pod times
+  the time the invocation held it (the gateway's decision log); idle allocation is what warm
+  pods held while serving nothing (the gateway's pool ledger).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shabari.core import ConfigError, spec_to_mapping
+from shabari.data.traces import load_invocations
+from shabari.demo.replay import Progress, Sample, closed_loop, replay
+from shabari.demo.report import PolicyRun, comparison_table, summarize, verdict, write_report
+from shabari.demo.trace import DEMO_FUNCTIONS
+from shabari.gateway.decisionlog import read_decision_log
+from shabari.gateway.process import GatewayProcess
+from shabari.runtime.catalog import BundledFunction, GeneratedInput, bundled_functions
+
+DEFAULT_POLICIES = ("shabari", "static-max", "static-default")
+#: replay speed-up over trace time (6-minute trace -> ~1 minute per policy)
+SPEEDUP = 6.0
+#: generated inputs per function for the replay, and for the warm-up (a different seed)
+INPUTS_PER_FUNCTION = 24
+#: warm-up invocations per function: the agent's training (shabari) / pod warm-up (static)
+TRAIN_PER_FUNCTION = 60
+WARM_PER_FUNCTION = 2
+#: "small to medium" inputs: drop the largest quarter and anything above this many bytes
+MAX_INPUT_BYTES = 1_500_000
+
+
+def trace_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "traces" / "demo.csv"
+
+
+def select_inputs(fn: BundledFunction, seed: int, n: int) -> list[GeneratedInput]:
+    """`n` generated inputs, keeping the smaller three quarters (the box has 2 cores)."""
+    raw = fn.generate_inputs(seed, n)
+    raw.sort(key=lambda x: len(x.body))
+    keep = [x for x in raw[: max(1, (len(raw) * 3) // 4)] if len(x.body) <= MAX_INPUT_BYTES]
+    return keep or raw[:1]
+
+
+def write_functions_config(path: Path, fns: dict[str, BundledFunction]) -> None:
+    doc = {"functions": {name: {**spec_to_mapping(f.spec), "directory": str(f.directory)}
+                         for name, f in fns.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=True))
+
+
+def _interleave(inputs: dict[str, list[GeneratedInput]], per_function: int
+                ) -> list[tuple[str, GeneratedInput]]:
+    jobs: list[tuple[str, GeneratedInput]] = []
+    for i in range(per_function):
+        for name, xs in inputs.items():
+            jobs.append((name, xs[i % len(xs)]))
+    return jobs
+
+
+async def _run_policy(
+    policy: str, *, report: Path, config: Path, arrivals: Any,
+    replay_inputs: dict[str, list[GeneratedInput]],
+    train_inputs: dict[str, list[GeneratedInput]], seed: int, show: bool,
+) -> PolicyRun:
+    state = report / policy
+    if state.exists():
+        for f in sorted(state.rglob("*"), reverse=True):
+            if f.is_file():
+                f.unlink()
+    gw = GatewayProcess(
+        ["--config", str(config), "--policy", policy, "--seed", str(seed),
+         "--state-dir", str(state), "--keep-alive", "60", "--max-concurrent", "6"],
+        log_path=state / "gateway.log")
+    await asyncio.to_thread(gw.start)
+    try:
+        per_fn = TRAIN_PER_FUNCTION if policy == "shabari" else WARM_PER_FUNCTION
+        jobs = _interleave(train_inputs, per_fn)
+        warm = await closed_loop(gw.base, jobs, concurrency=2,
+                                 progress=Progress(f"{policy}: warm-up", len(jobs), show))
+        before = await gw.aget_json("/stats")
+        t0 = time.monotonic()
+        samples = await replay(gw.base, arrivals, replay_inputs, seed=seed, speedup=SPEEDUP,
+                               progress=Progress(f"{policy}: replay", len(arrivals), show))
+        wall = time.monotonic() - t0
+        after = await gw.aget_json("/stats")
+        functions = await gw.aget_json("/functions")
+    finally:
+        code = await asyncio.to_thread(gw.stop)
+    if code not in (0, -15):
+        print(f"warning: gateway for {policy} exited with code {code}", file=sys.stderr)
+    records = read_decision_log(state / "decisions.jsonl")
+    return PolicyRun(policy, samples, records, before, after, functions, wall, len(warm),
+                     extra={"warmup_failures": sum(1 for s in warm if s.status != 200)})
+
+
+def _samples_json(samples: list[Sample]) -> list[dict[str, Any]]:
+    return [{"function": s.function, "input": s.input_label, "status": s.status,
+             "latency_ms": round(s.latency_ms, 3), "slo_ms": s.slo_ms,
+             "cpu_millicores": s.cpu_millicores, "memory_mib": s.memory_mib,
+             "cold_start": s.cold_start, "decision_id": s.decision_id, "error": s.error}
+            for s in samples]
+
+
+def run(args: argparse.Namespace) -> int:
+    report = Path(args.report)
+    seed = int(args.seed)
+    policies = list(args.policies or DEFAULT_POLICIES)
+    show = not getattr(args, "no_progress", False)
+    catalog = bundled_functions()
+    names = [n for n in DEMO_FUNCTIONS if n in catalog]
+    if not names:
+        raise ConfigError("none of the demo's functions is bundled",
+                          detail=f"need {', '.join(DEMO_FUNCTIONS)}")
+    fns = {n: catalog[n] for n in names}
+    trace = load_invocations(trace_path(), minutes=args.minutes)
+    arrivals = [a for a in trace.arrivals if a.function in fns]
+    if not arrivals:
+        raise ConfigError(f"{trace_path()}: no arrivals for {', '.join(names)}")
+    print(f"shabari demo: {len(arrivals)} invocations of {', '.join(names)} from "
+          f"{trace_path().name} ({trace.duration_s / 60:.1f} trace minutes at {SPEEDUP:g}x), "
+          f"policies {', '.join(policies)}", file=sys.stderr)
+    t_gen = time.monotonic()
+    replay_inputs = {n: select_inputs(f, seed, INPUTS_PER_FUNCTION) for n, f in fns.items()}
+    train_inputs = {n: select_inputs(f, seed + 7919, INPUTS_PER_FUNCTION)
+                    for n, f in fns.items()}
+    print(f"  generated inputs in {time.monotonic() - t_gen:.1f}s", file=sys.stderr)
+    config = report / "functions.yaml"
+    write_functions_config(config, fns)
+    t_all = time.monotonic()
+    runs: list[PolicyRun] = []
+    for policy in policies:
+        runs.append(asyncio.run(_run_policy(
+            policy, report=report, config=config, arrivals=arrivals,
+            replay_inputs=replay_inputs, train_inputs=train_inputs, seed=seed, show=show)))
+    per_policy = {r.policy: summarize(r) for r in runs}
+    summary: dict[str, Any] = {
+        "trace": str(trace_path().name),
+        "seed": seed,
+        "slo_slowdown": sorted({f.spec.slo.slowdown for f in fns.values()
+                                if f.spec.slo.slowdown is not None}),
+        "functions": names,
+        "speedup": SPEEDUP,
+        "policies": per_policy,
+        "total_wall_seconds": time.monotonic() - t_all,
+    }
+    if len(summary["slo_slowdown"]) == 1:
+        summary["slo_slowdown"] = summary["slo_slowdown"][0]
+    table = comparison_table(per_policy)
+    note = verdict(per_policy)
+    summary["verdict"] = note
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "summary.json").write_text(json.dumps(summary, indent=2))
+    for r in runs:
+        (report / r.policy / "samples.json").write_text(json.dumps(_samples_json(r.samples)))
+    page = write_report(report, summary, runs, table, note)
+    print(table)
+    print(note)
+    print(f"report: {page}  summary: {report / 'summary.json'}")
+    return 0

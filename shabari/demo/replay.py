@@ -1,0 +1,176 @@
+"""Drive a running gateway over real HTTP: warm-up, then the trace replay, recording every reply.
+
+The client is what a user of the platform sees: latency is measured around the HTTP request,
+the sizing comes from the response headers, failures are the non-200 answers. Arrivals are
+open-loop (sent at their trace time, scaled by `speedup`), with a bounded number of requests
+in flight so the client itself can never grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from shabari.data.traces import Arrival
+from shabari.runtime.catalog import GeneratedInput
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One answered request as the client saw it."""
+
+    index: int
+    function: str
+    input_label: str
+    input_bytes: int
+    sent_s: float  # since the start of the phase
+    status: int
+    latency_ms: float  # around the HTTP request
+    slo_ms: float | None
+    cpu_millicores: int | None
+    memory_mib: int | None
+    cold_start: bool
+    decision_id: str | None
+    retried: bool
+    error: str = ""
+
+    @property
+    def violated(self) -> bool:
+        return self.status != 200 or self.slo_ms is None or self.latency_ms > self.slo_ms
+
+
+def _int(h: Mapping[str, str], key: str) -> int | None:
+    v = h.get(key)
+    try:
+        return None if v is None else int(v)
+    except ValueError:
+        return None
+
+
+def _float(h: Mapping[str, str], key: str) -> float | None:
+    v = h.get(key)
+    try:
+        return None if v is None else float(v)
+    except ValueError:
+        return None
+
+
+class Progress:
+    """A one-line text progress bar on stderr (off when not a TTY unless forced)."""
+
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        self.label, self.total, self.enabled = label, max(total, 1), enabled
+        self.done = 0
+        self._last = 0.0
+
+    def step(self, failed: bool = False) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.2 or self.done == self.total):
+            self._last = now
+            width = 30
+            filled = int(width * self.done / self.total)
+            sys.stderr.write(f"\r  {self.label:<28} [{'#' * filled}{'.' * (width - filled)}] "
+                             f"{self.done}/{self.total}")
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+async def _send(
+    session: aiohttp.ClientSession, base: str, index: int, function: str, inp: GeneratedInput,
+    t0: float,
+) -> Sample:
+    sent = time.monotonic()
+    try:
+        async with session.post(f"{base}/invoke/{function}", data=inp.body,
+                                headers={"Content-Type": inp.content_type}) as resp:
+            payload = await resp.read()
+            latency_ms = (time.monotonic() - sent) * 1000.0
+            h = resp.headers
+            err = "" if resp.status == 200 else payload[:300].decode("utf-8", "replace")
+            return Sample(
+                index, function, inp.label, len(inp.body), sent - t0, resp.status, latency_ms,
+                _float(h, "X-Shabari-Slo-Ms"), _int(h, "X-Shabari-Cpu-Millicores"),
+                _int(h, "X-Shabari-Memory-Mib"), h.get("X-Shabari-Cold-Start") == "true",
+                h.get("X-Shabari-Decision-Id"), h.get("X-Shabari-Retried") == "oom", err)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        latency_ms = (time.monotonic() - sent) * 1000.0
+        return Sample(index, function, inp.label, len(inp.body), sent - t0, 0, latency_ms, None,
+                      None, None, False, None, False, f"{type(exc).__name__}: {exc}")
+
+
+async def replay(
+    base: str,
+    arrivals: Sequence[Arrival],
+    inputs: Mapping[str, Sequence[GeneratedInput]],
+    *,
+    seed: int,
+    speedup: float = 1.0,
+    max_in_flight: int = 32,
+    progress: Progress | None = None,
+    on_sample: Callable[[Sample], None] | None = None,
+) -> list[Sample]:
+    """Open-loop replay: arrival i is sent at `time_s / speedup`; each draws a seeded input."""
+    rng = random.Random(f"replay:{seed}")
+    picks = [inputs[a.function][rng.randrange(len(inputs[a.function]))] for a in arrivals]
+    sem = asyncio.Semaphore(max_in_flight)
+    timeout = aiohttp.ClientTimeout(total=300)
+    samples: list[Sample] = []
+    async with aiohttp.ClientSession(timeout=timeout,
+                                     connector=aiohttp.TCPConnector(limit=max_in_flight)) as s:
+        t0 = time.monotonic()
+
+        async def one(i: int, a: Arrival) -> None:
+            delay = t0 + a.time_s / speedup - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with sem:
+                sample = await _send(s, base, i, a.function, picks[i], t0)
+            samples.append(sample)
+            if progress is not None:
+                progress.step(sample.status != 200)
+            if on_sample is not None:
+                on_sample(sample)
+
+        await asyncio.gather(*(one(i, a) for i, a in enumerate(arrivals)))
+    samples.sort(key=lambda x: x.index)
+    return samples
+
+
+async def closed_loop(
+    base: str,
+    jobs: Sequence[tuple[str, GeneratedInput]],
+    *,
+    concurrency: int,
+    progress: Progress | None = None,
+) -> list[Sample]:
+    """Send `jobs` with `concurrency` requests in flight (warm-up / training)."""
+    samples: list[Sample] = []
+    queue: asyncio.Queue[tuple[int, str, GeneratedInput]] = asyncio.Queue()
+    for i, (fn, inp) in enumerate(jobs):
+        queue.put_nowait((i, fn, inp))
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(timeout=timeout) as s:
+        t0 = time.monotonic()
+
+        async def worker() -> None:
+            while True:
+                try:
+                    i, fn, inp = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                sample = await _send(s, base, i, fn, inp, t0)
+                samples.append(sample)
+                if progress is not None:
+                    progress.step(sample.status != 200)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    samples.sort(key=lambda x: x.index)
+    return samples
