@@ -5,9 +5,8 @@ one function side by side. So the size grid becomes *variants* (mode `Variants`,
 the operator, or by this backend with `manage_variants: true`):
 
   Configuration `{function}-{tag}` per size, its template's resources requests = limits = size
-  Route `{function}`: 100% of untagged traffic to the default size, plus one 0% target per size
-  tagged `{tag}`, e.g. `c500m-m512mi` (CPU `c<quantity>`, memory `m<quantity>`, `-g<N>` GPUs;
-  see `variant_tag`)
+  Route `{function}-shabari`: one target per size tagged `{tag}`, e.g. `cpu500m-mem512mi`
+  (`-gpu1` with GPUs; see `variant_tag`), the default size taking 100% of untagged traffic
 
 Each invocation goes to the Route's host through the Knative ingress with the header
 `Knative-Serving-Tag: <tag>` (config-features `tag-header-based-routing: Enabled`), so the
@@ -23,6 +22,8 @@ never a GPU): `resize` raises `ResizeRejectedError(reason="Unsupported")`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -56,6 +57,8 @@ __all__ = [
     "TAG_HEADER",
     "KnativeBackend",
     "configuration_name",
+    "dns_name",
+    "route_name",
     "variant_manifests",
     "variant_tag",
 ]
@@ -66,16 +69,32 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def variant_tag(size: Size) -> str:
-    """The Route tag of a size: `c500m-m512mi`, `c2-m1gi`, `c1-m4gi-g1` (DNS-label safe)."""
-    tag = f"c{format_cpu(size.cpu_millicores)}-m{format_memory(size.memory_mib)}"
-    if size.gpu:
-        tag += f"-g{size.gpu}"
-    return tag.lower()
+    """The Route tag of a size: `cpu500m-mem512mi`, `cpu1000m-mem4096mi-gpu1` (a DNS label).
+
+    The operator names variants the same way (`shabari.k8s.reconcile.size_tag`; a test keeps
+    the two equal: the layering lets the operator import this module, not the reverse).
+    """
+    tag = f"cpu{size.cpu_millicores}m-mem{size.memory_mib}mi"
+    return f"{tag}-gpu{size.gpu}" if size.gpu else tag
+
+
+def dns_name(*parts: str) -> str:
+    """Join into a DNS-1035 label, hashing the tail beyond 63 characters (as the operator)."""
+    name = re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower()).strip("-")
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54].rstrip('-')}-{digest}"
 
 
 def configuration_name(function: str, size: Size) -> str:
     """The Knative Configuration of one size variant: `{function}-{tag}`."""
-    return f"{function}-{variant_tag(size)}"
+    return dns_name(function, variant_tag(size))
+
+
+def route_name(function: str) -> str:
+    """The tagged Route of a function's variants: `{function}-shabari`."""
+    return dns_name(function, "shabari")
 
 
 def variant_manifests(
@@ -118,14 +137,12 @@ def variant_manifests(
                 },
             }},
         })
-    traffic: list[dict[str, Any]] = [
-        {"configurationName": configuration_name(spec.name, spec.safe_default), "percent": 100}
-    ]
-    traffic += [{"configurationName": configuration_name(spec.name, s), "tag": variant_tag(s),
-                 "percent": 0} for s in spec.sizes]
+    traffic = [{"configurationName": configuration_name(spec.name, s), "tag": variant_tag(s),
+                "latestRevision": True, "percent": 100 if s == spec.safe_default else 0}
+               for s in spec.sizes]
     manifests.append({
         "apiVersion": "serving.knative.dev/v1", "kind": "Route",
-        "metadata": {"name": spec.name, "namespace": namespace, "labels": labels},
+        "metadata": {"name": route_name(spec.name), "namespace": namespace, "labels": labels},
         "spec": {"traffic": traffic},
     })
     return manifests
@@ -171,6 +188,8 @@ class KnativeBackend:
         self.poll_interval_s = float(cast(float, opts.get("poll_interval_s", 0.5)))
         self.cold_start_threshold_ms = float(
             cast(float, opts.get("cold_start_threshold_ms", 500.0)))
+        self._route_names = {str(k): str(v) for k, v in
+                             cast(Mapping[str, object], opts.get("routes") or {}).items()}
         self._nodes = (NodeCapacity(NodeId("knative"),
                                     int(cast(int, opts.get("cpu_millicores", 64_000))),
                                     int(cast(int, opts.get("memory_mib", 256 * 1024))),
@@ -225,13 +244,18 @@ class KnativeBackend:
                                          {"spec": manifest["spec"]}, content_type=MERGE_PATCH)
         self._routes[spec.name] = await self._wait_route(spec)
 
+    def route_of(self, function: str) -> str:
+        """The Route serving `function` (option `routes`, else `{function}-shabari`)."""
+        return self._route_names.get(function) or route_name(function)
+
     async def _wait_route(self, spec: FunctionSpec) -> _Route:
         wanted = {variant_tag(s) for s in spec.sizes}
         deadline = time.monotonic() + self.ready_timeout_s
         problem = "not found"
+        name = self.route_of(spec.name)
         while True:
             try:
-                route = await self.api.get(self._path("routes", spec.name))
+                route = await self.api.get(self._path("routes", name))
                 parsed, problem = _parse_route(route, wanted)
                 if parsed is not None:
                     return parsed
@@ -240,7 +264,7 @@ class KnativeBackend:
             if time.monotonic() >= deadline:
                 raise BackendError(
                     f"Knative variants of {spec.name} are not ready",
-                    detail=f"Route {self.api.config.namespace}/{spec.name}: {problem} "
+                    detail=f"Route {self.api.config.namespace}/{name}: {problem} "
                     "(is the operator running with mode Variants, or set manage_variants)",
                 )
             await asyncio.sleep(self.poll_interval_s)

@@ -28,6 +28,8 @@ from shabari.backends.knative import (
     TAG_HEADER,
     KnativeBackend,
     configuration_name,
+    dns_name,
+    route_name,
     variant_manifests,
     variant_tag,
 )
@@ -130,8 +132,8 @@ class FakeKnative:
             return port
 
     async def ingress(self, request: web.Request) -> web.StreamResponse:
-        route_name = request.host.split(".", 1)[0]
-        route = await self._get(f"{SERVING}/namespaces/{NAMESPACE}/routes/{route_name}")
+        host_route = request.host.split(".", 1)[0]
+        route = await self._get(f"{SERVING}/namespaces/{NAMESPACE}/routes/{host_route}")
         if route is None:
             return web.Response(status=404, text=f"no route for host {request.host}")
         tag = request.headers.get(TAG_HEADER)
@@ -197,21 +199,35 @@ async def backend(
 
 class TestNaming:
     def test_variant_tags(self) -> None:
-        assert variant_tag(Size(500, 512)) == "c500m-m512mi"
-        assert variant_tag(Size(2000, 1024)) == "c2-m1gi"
-        assert variant_tag(Size(1000, 4096, 1)) == "c1-m4gi-g1"
-        assert configuration_name("thumb", Size(250, 256)) == "thumb-c250m-m256mi"
+        assert variant_tag(Size(500, 512)) == "cpu500m-mem512mi"
+        assert variant_tag(Size(1000, 4096, 1)) == "cpu1000m-mem4096mi-gpu1"
+        assert configuration_name("thumb", Size(250, 256)) == "thumb-cpu250m-mem256mi"
+        assert route_name("thumb") == "thumb-shabari"
+        long = configuration_name("f" * 70, Size(250, 256))
+        assert len(long) <= 63
+
+    def test_naming_agrees_with_the_operator(self) -> None:
+        # the operator prepares the variants the backend routes to: same names or no routing
+        from shabari.k8s import reconcile
+
+        for size in (Size(250, 128), Size(2000, 4096), Size(1000, 1024, 1)):
+            assert variant_tag(size) == reconcile.size_tag(size)
+            assert configuration_name("svc", size) == reconcile.dns_name("svc",
+                                                                         variant_tag(size))
+        assert route_name("svc") == reconcile.route_name("svc")
+        assert dns_name("x" * 80, "y") == reconcile.dns_name("x" * 80, "y")
 
     def test_manifests_one_configuration_per_size_and_one_tagged_route(self) -> None:
         manifests = variant_manifests(spec("echo"), "ns", "img")
         confs = [m for m in manifests if m["kind"] == "Configuration"]
         (route,) = [m for m in manifests if m["kind"] == "Route"]
-        assert {c["metadata"]["name"] for c in confs} == {"echo-c500m-m256mi", "echo-c2-m512mi"}
-        big = next(c for c in confs if c["metadata"]["name"] == "echo-c2-m512mi")
+        assert {c["metadata"]["name"] for c in confs} == {"echo-cpu500m-mem256mi",
+                                                          "echo-cpu2000m-mem512mi"}
+        big = next(c for c in confs if c["metadata"]["name"] == "echo-cpu2000m-mem512mi")
         res = big["spec"]["template"]["spec"]["containers"][0]["resources"]
         assert res["requests"] == res["limits"] == {"cpu": "2", "memory": "512Mi"}
         tags = {t.get("tag") for t in route["spec"]["traffic"]}
-        assert tags == {None, "c500m-m256mi", "c2-m512mi"}
+        assert tags == {"cpu500m-mem256mi", "cpu2000m-mem512mi"}
         assert sum(t["percent"] for t in route["spec"]["traffic"]) == 100
 
     def test_is_a_backend_without_resize(self) -> None:
@@ -229,13 +245,13 @@ class TestRouting:
             await backend.start_pod(PodId("small"), spec("echo"), Size(500, 256), NODE)
             await backend.start_pod(PodId("big"), spec("echo"), Size(2000, 512), NODE)
             cold = await backend.invoke(PodId("big"), b"a", "text/plain", 20)
-            assert fake.served_by[-1] == "echo-c2-m512mi"
+            assert fake.served_by[-1] == "echo-cpu2000m-mem512mi"
             assert cold.body == b"echo:a:cpu=2000"
             assert cold.outcome.cold_start and cold.outcome.cold_start_ms >= 100
             warm = await backend.invoke(PodId("big"), b"b", "text/plain", 20)
             assert not warm.outcome.cold_start
             small = await backend.invoke(PodId("small"), b"c", "text/plain", 20)
-            assert fake.served_by[-1] == "echo-c500m-m256mi"
+            assert fake.served_by[-1] == "echo-cpu500m-mem256mi"
             assert small.outcome.status is OutcomeStatus.OK
 
     async def test_function_error_passes_through(self, backend: KnativeBackend) -> None:
@@ -258,7 +274,7 @@ class TestFailures:
         _, ingress = knative
         manifests = variant_manifests(spec("echo"), NAMESPACE, "test/echo")
         route = manifests[-1]
-        route["spec"]["traffic"] = route["spec"]["traffic"][:2]  # drop the c2-m512mi target
+        route["spec"]["traffic"] = route["spec"]["traffic"][:1]  # drop the big size's target
         async with aiohttp.ClientSession() as s, s.post(
                 f"{api_url}/{SERVING}/namespaces/{NAMESPACE}/routes", json=route) as resp:
             assert resp.status in (200, 201)
@@ -267,7 +283,7 @@ class TestFailures:
         await b.start()
         try:
             async with asyncio.timeout(10):
-                with pytest.raises(BackendError, match="c2-m512mi"):
+                with pytest.raises(BackendError, match="cpu2000m-mem512mi"):
                     await b.prepare(spec("echo"))
         finally:
             await b.close()
@@ -286,7 +302,7 @@ class TestFailures:
             await backend.start_pod(PodId("p"), spec("echo"), Size(500, 256), NODE)
             # a route the ingress does not know: it answers 404 itself, no worker involved
             backend._pods[PodId("p")] = type(backend._pods[PodId("p")])(
-                PodId("p"), "echo", Size(500, 256), "c500m-m256mi", "nosuch.fns.example.com")
+                PodId("p"), "echo", Size(500, 256), "cpu500m-mem256mi", "nosuch.fns.example.com")
             with pytest.raises(FunctionFailedError, match="HTTP 404"):
                 await backend.invoke(PodId("p"), b"x", None, 5)
 
