@@ -10,6 +10,7 @@ the saved one stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -107,6 +108,7 @@ class FunctionModel:
 
     def checkpoint(self) -> bytes:
         state = self.rng.getstate()
+        vw_bytes = self.cb.save()
         meta: dict[str, Any] = {
             "actions": action_key(self.actions),
             "outcomes": self.outcomes,
@@ -114,9 +116,10 @@ class FunctionModel:
             "model_version": self.model_version,
             "memory": self.memory.to_json(),
             "rng": [state[0], list(state[1]), state[2]],
+            "vw_sha256": hashlib.sha256(vw_bytes).hexdigest(),
         }
         header = json.dumps(meta, separators=(",", ":")).encode()
-        return CHECKPOINT_MAGIC + _LEN.pack(len(header)) + header + self.cb.save()
+        return CHECKPOINT_MAGIC + _LEN.pack(len(header)) + header + vw_bytes
 
     @staticmethod
     def parse_checkpoint(data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -134,7 +137,10 @@ class FunctionModel:
             raise ConfigError("corrupt Shabari agent checkpoint", detail=str(exc)) from exc
         if not isinstance(meta, dict):
             raise ConfigError("corrupt Shabari agent checkpoint", detail="metadata not an object")
-        return meta, bytes(data[start + n:])
+        vw_bytes = bytes(data[start + n:])
+        if meta.get("vw_sha256") != hashlib.sha256(vw_bytes).hexdigest():
+            raise ConfigError("corrupt VW model in checkpoint", detail="checksum mismatch")
+        return meta, vw_bytes
 
     @classmethod
     def from_checkpoint(

@@ -3,7 +3,7 @@
 CPU is a speed trade-off the bandit can explore; memory is not: below the peak the function is
 killed. So memory is not explored at all. Instead we regress log(peak MiB) on the log-scaled
 input features with the pinball (quantile) loss at a high quantile (0.97 by default), AdaGrad
-steps on centred features, and then add a margin. The agent takes the smallest memory option
+steps (1/sqrt(updates) per coordinate) on centred features, and then add a margin. The agent takes the smallest memory option
 of the grid at or above that prediction. Until `min_samples` peaks have been seen the answer is
 "unknown" and the agent uses the largest memory. An OOM is a hard lower bound: `learn_oom`
 raises the intercept so the prediction for that input clears the limit that failed, with
@@ -33,6 +33,11 @@ class MemoryConfig:
     learning_rate: float = 0.3
     #: after an OOM at limit L the prediction for that input is raised to L * oom_factor
     oom_factor: float = 1.5
+    #: step sizes shrink as 1/sqrt(updates) up to this many updates, then stay constant, so
+    #: the model keeps tracking (and an OOM's push up decays instead of staying forever)
+    step_floor_after: float = 100.0
+    #: one-hot bins per unit of ln(1 + feature) (0: purely linear in the log features)
+    tiles: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.quantile < 1.0:
@@ -50,14 +55,27 @@ class QuantileMemoryModel:
         self.ooms = 0
         self._started = False
         self.bias = 0.0
-        self._bias_g2 = 0.0
+        self._bias_n = 0.0
         self.weights: dict[str, float] = {}
-        self._g2: dict[str, float] = {}
+        self._counts: dict[str, float] = {}
         self._mean: dict[str, float] = {}
 
     def _centred(self, x: Mapping[str, float]) -> dict[str, float]:
+        """Numbers centred on their running mean, plus two offset one-hot tilings of each.
+
+        The tiles let the linear model bend: peak memory is often affine in the input size
+        (a fixed runtime plus a per-byte part), which is not a straight line in log-log.
+        """
         mean = self._mean
-        return {k: v - mean.get(k, v) for k, v in x.items()}
+        tiles = self.config.tiles
+        out: dict[str, float] = {}
+        for k, v in x.items():
+            out[k] = v - mean.get(k, v)
+            if tiles > 0:
+                t = v * tiles
+                out[f"{k}~{math.floor(t)}"] = 1.0
+                out[f"{k}^{math.floor(t + 0.5)}"] = 1.0
+        return out
 
     def _raw(self, xc: Mapping[str, float]) -> float:
         w = self.weights
@@ -87,16 +105,21 @@ class QuantileMemoryModel:
         tau = self.config.quantile
         # d pinball / d pred: -tau when under-predicting, (1 - tau) when over-predicting
         g = -tau if y > pred else (1.0 - tau)
-        lr = self.config.learning_rate
-        self._bias_g2 += g * g
-        self.bias -= lr * g / math.sqrt(self._bias_g2)
+        # per-coordinate 1/sqrt(updates) steps: unlike AdaGrad (whose first step is lr times
+        # the sign of the gradient), this keeps the pinball loss's asymmetry from the start,
+        # so one low sample cannot undo what an under-prediction (or an OOM) taught
+        # and divide by 1 + |x|^2 so one step moves the prediction by at most lr (in log MiB)
+        # however many features and tiles are active
+        lr = self.config.learning_rate / (1.0 + sum(v * v for v in xc.values()))
+        cap = self.config.step_floor_after
+        self._bias_n += 1.0
+        self.bias -= lr * g / math.sqrt(min(self._bias_n, cap))
         for k, v in xc.items():
-            gk = g * v
-            if gk == 0.0:
+            if v == 0.0:
                 continue
-            acc = self._g2.get(k, 0.0) + gk * gk
-            self._g2[k] = acc
-            self.weights[k] = self.weights.get(k, 0.0) - lr * gk / math.sqrt(acc)
+            count = self._counts.get(k, 0.0) + 1.0
+            self._counts[k] = count
+            self.weights[k] = self.weights.get(k, 0.0) - lr * g * v / math.sqrt(min(count, cap))
 
     def learn_oom(self, x: Mapping[str, float], limit_mib: float) -> None:
         """The function was killed at `limit_mib`: its peak is above it. Push hard."""
@@ -108,18 +131,25 @@ class QuantileMemoryModel:
             self.bias = target
             self._started = True
         else:
-            # one ordinary step (the peak exceeded the limit), then lift the intercept
+            # one ordinary step (the peak exceeded the limit), then project: lift the prediction
+            # at x exactly to the target, spread over the active coordinates (normalized LMS),
+            # so inputs that share no tiles with this one are barely affected
             self.learn(x, limit_mib * self.config.oom_factor)
             self.samples -= 1  # the synthetic target is not an observed peak
-            shortfall = target - self._raw(self._centred(x))
+            xc = self._centred(x)
+            shortfall = target - self._raw(xc)
             if shortfall > 0:
-                self.bias += shortfall
+                step = shortfall / (1.0 + sum(v * v for v in xc.values()))
+                self.bias += step
+                for k, v in xc.items():
+                    if v != 0.0:
+                        self.weights[k] = self.weights.get(k, 0.0) + step * v
 
     def to_json(self) -> dict[str, Any]:
         return {
             "samples": self.samples, "ooms": self.ooms, "started": self._started,
             "bias": self.bias,
-            "bias_g2": self._bias_g2, "weights": self.weights, "g2": self._g2,
+            "bias_n": self._bias_n, "weights": self.weights, "counts": self._counts,
             "mean": self._mean,
         }
 
@@ -132,9 +162,9 @@ class QuantileMemoryModel:
             m.ooms = int(data["ooms"])
             m._started = bool(data["started"])
             m.bias = float(data["bias"])
-            m._bias_g2 = float(data["bias_g2"])
+            m._bias_n = float(data["bias_n"])
             m.weights = {str(k): float(v) for k, v in dict(data["weights"]).items()}
-            m._g2 = {str(k): float(v) for k, v in dict(data["g2"]).items()}
+            m._counts = {str(k): float(v) for k, v in dict(data["counts"]).items()}
             m._mean = {str(k): float(v) for k, v in dict(data["mean"]).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError("invalid memory-model checkpoint", detail=str(exc)) from exc

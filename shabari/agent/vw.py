@@ -12,10 +12,13 @@ call); never share a `CBModel` between threads without a lock. To move or persis
 `save()` (VW's binary model bytes, which include the SquareCB counter) and `CBModel.load(bytes)`
 (VW `-i`); never pickle it.
 
-Speed notes (measured, see docs/agent.md): VW's text parser dominates. Passing a list of lines
-to `predict`/`learn` was the fastest of the variants we tried (it beats one newline-joined
-string, `parse` + `predict` + `finish_example`, and keeping parsed examples alive until the
-outcome arrives, which also pins VW's example ring). Workspace memory is dominated by VW's
+Speed notes (measured, see docs/agent.md): the cost is text parsing plus `pyvw`'s Python
+wrappers. `Workspace.predict(list_of_lines)` wraps every parsed line in a Python `Example`
+object (about 100 us per call here); calling the pybind11 layer underneath (`pylibvw.vw._parse`,
+`predict_multi`/`learn_multi`, `_finish_example_multi_ex`) on one newline-joined string does
+the same work in about 25 us for predict and 15 us for learn. Keeping parsed examples alive
+until the outcome arrives would save the second parse but pins VW's small example ring (and the
+outcome may never come), so learn re-parses its line. Workspace memory is dominated by VW's
 example ring, so it is shrunk with `--ring_size`/`--example_queue_limit`; with `-b 14` a model
 costs about 1.3 MiB, so 400 functions fit in about half a GiB.
 """
@@ -29,6 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import vowpalwabbit
+from vowpalwabbit import pyvw
+
+#: the pybind11 layer under `pyvw` (see "Speed notes" above)
+_LIB = pyvw.pylibvw.vw
 
 #: namespaces: S = shared context (input features), A = action (size) features
 SHARED_NS = "S"
@@ -75,7 +82,13 @@ class CBModel:
 
     def predict(self, shared: str, actions: Sequence[str]) -> list[float]:
         """Exploration pmf over `actions` (in their order) for the context line `shared`."""
-        pmf = self._ws.predict([shared, *actions])
+        ws = self._ws
+        examples = _LIB._parse(ws, "\n".join((shared, *actions)))
+        try:
+            _LIB.predict_multi(ws, examples)
+            pmf = examples[0].get_action_scores()
+        finally:
+            _LIB._finish_example_multi_ex(ws, examples)
         return [float(p) for p in pmf]
 
     def learn(
@@ -86,7 +99,12 @@ class CBModel:
             raise IndexError(f"chosen action {chosen} out of range 0..{len(actions) - 1}")
         lines = [shared, *actions]
         lines[chosen + 1] = f"0:{cost:.6g}:{max(probability, 1e-6):.6g} {actions[chosen]}"
-        self._ws.learn(lines)
+        ws = self._ws
+        examples = _LIB._parse(ws, "\n".join(lines))
+        try:
+            _LIB.learn_multi(ws, examples)
+        finally:
+            _LIB._finish_example_multi_ex(ws, examples)
 
     def save(self) -> bytes:
         """The model as VW's binary format (what `-i` reads)."""
