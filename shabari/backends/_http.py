@@ -127,7 +127,7 @@ def timeout_error(timeout_s: float, latency_ms: float, where: str = "") -> Invoc
     err = InvocationTimeoutError(
         "invocation timed out", detail=f"no answer within {timeout_s:g} s{where}"
     )
-    err.outcome = Outcome(  # type: ignore[attr-defined]
+    err.outcome = Outcome(
         latency_ms=latency_ms, status=OutcomeStatus.TIMEOUT, detail=err.detail
     )
     return err
@@ -145,7 +145,7 @@ def result_from_reply(
         err = OutOfMemoryError(
             "function ran out of memory", detail=f"{where}: {_text(reply.body)}"
         )
-        err.outcome = Outcome(  # type: ignore[attr-defined]
+        err.outcome = Outcome(
             latency_ms=latency_ms, status=OutcomeStatus.OOM, cold_start=cold_start,
             cold_start_ms=cold_start_ms, cpu_seconds=reply.cpu_seconds,
             peak_memory_mib=reply.peak_memory_mib, detail=err.detail,
@@ -176,7 +176,7 @@ def raise_failed(
     cold_start_ms: float = 0.0, status: OutcomeStatus = OutcomeStatus.CRASH,
 ) -> NoReturn:
     err = FunctionFailedError(message, detail=detail)
-    err.outcome = Outcome(  # type: ignore[attr-defined]
+    err.outcome = Outcome(
         latency_ms=latency_ms, status=status, cold_start=cold_start,
         cold_start_ms=cold_start_ms, detail=f"{message}: {detail}" if detail else message,
     )

@@ -412,7 +412,7 @@ def _result_from_activation(
         "memory" in lowered and ("exhausted" in lowered or "exceeded" in lowered)
     ):
         err = OutOfMemoryError("function ran out of memory", detail=f"{where}: {error}")
-        err.outcome = Outcome(  # type: ignore[attr-defined]
+        err.outcome = Outcome(
             latency_ms=latency_ms, status=OutcomeStatus.OOM, cold_start=cold,
             cold_start_ms=cold_ms, detail=err.detail)
         raise err

@@ -102,6 +102,8 @@ class TestKubelet:
         self._pending: set[asyncio.Task[None]] = set()
         #: set True to have the kubelet leave new pods Pending forever
         self.hold_pods = False
+        #: set True to answer every resize with PodResizePending reason Deferred
+        self.defer_resizes = False
 
     async def __aenter__(self) -> TestKubelet:
         self._session = aiohttp.ClientSession()
@@ -238,11 +240,12 @@ class TestKubelet:
                 await self._patch_status(ns, name, self._status(container["name"], ip, applied,
                                                                 container))
             return
-        if desired > self.node_cpu_millicores:
+        if desired > self.node_cpu_millicores or self.defer_resizes:
+            reason = "Deferred" if desired <= self.node_cpu_millicores else "Infeasible"
             if "PodResizePending" not in conds:
                 await self._patch_status(ns, name, self._status(
                     container["name"], ip, applied, container,
-                    [{"type": "PodResizePending", "status": "True", "reason": "Infeasible",
+                    [{"type": "PodResizePending", "status": "True", "reason": reason,
                       "message": f"Node didn't have enough capacity: cpu, requested: "
                                  f"{desired}, capacity: {self.node_cpu_millicores}"}]))
             return

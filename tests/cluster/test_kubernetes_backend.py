@@ -23,6 +23,7 @@ from shabari.core import SLO, FunctionName, FunctionSpec, NodeId, PodId, Size
 from shabari.core.errors import (
     BackendUnavailableError,
     FunctionFailedError,
+    InvocationTimeoutError,
     OutOfMemoryError,
     ResizeRejectedError,
 )
@@ -107,7 +108,7 @@ class TestPodLifecycle:
             await backend.start_pod(PodId("h1"), spec("hog"), Size(500, 256), NODE)
             with pytest.raises(OutOfMemoryError) as info:
                 await backend.invoke(PodId("h1"), b"", None, 10)
-            assert info.value.outcome.status is OutcomeStatus.OOM  # type: ignore[attr-defined]
+            assert info.value.outcome.status is OutcomeStatus.OOM
 
     async def test_unknown_image_fails_start_clearly(
         self, backend: KubernetesBackend, k8s_api: tuple[kmock.KubernetesEmulator, str]
@@ -133,6 +134,28 @@ class TestPodLifecycle:
                     await b.start_pod(PodId("slow"), spec("echo"), Size(500, 256), NODE)
         finally:
             await b.close()
+
+
+class TestReclaim:
+    async def test_leftover_pods_of_this_gateway_are_deleted_at_start(
+        self, k8s_api: tuple[kmock.KubernetesEmulator, str]
+    ) -> None:
+        emulator, url = k8s_api
+        labels = {"app.kubernetes.io/managed-by": "shabari", "shabari.dev/gateway": "gw-a"}
+        async with aiohttp.ClientSession() as s:
+            for name, owner in (("stale", "gw-a"), ("other", "gw-b")):
+                pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                    "name": name, "namespace": NAMESPACE,
+                    "labels": {**labels, "shabari.dev/gateway": owner}}}
+                async with s.post(f"{url}/api/v1/namespaces/{NAMESPACE}/pods",
+                                  json=pod) as resp:
+                    assert resp.status in (200, 201)
+        b = KubernetesBackend({"api_url": url, "namespace": NAMESPACE, "gateway_id": "gw-a"})
+        async with asyncio.timeout(10):
+            await b.start()
+            await b.close()
+        assert emulator.objects["v1/pods", NAMESPACE, "stale"].deleted
+        assert not emulator.objects["v1/pods", NAMESPACE, "other"].deleted
 
 
 class TestInPlaceResize:
@@ -165,6 +188,22 @@ class TestInPlaceResize:
             result = await backend.invoke(PodId("r2"), b"y", None, 10)
             assert result.body == b"echo:y:cpu=1000"
 
+    async def test_deferred_resize_falls_back_after_the_grace(
+        self, backend: KubernetesBackend, kubelet: TestKubelet
+    ) -> None:
+        async with asyncio.timeout(60):
+            await backend.start_pod(PodId("r4"), spec("echo"), Size(500, 256), NODE)
+            kubelet.defer_resizes = True
+            t0 = time.monotonic()
+            with pytest.raises(ResizeRejectedError, match="deferred") as info:
+                await backend.resize(PodId("r4"), 1000)
+            assert info.value.reason == "Deferred"
+            assert time.monotonic() - t0 < 5  # resize_deferred_wait_s is 0.5 s here
+            kubelet.defer_resizes = False
+            await backend.resize(PodId("r4"), 1000)  # the pod is still usable and resizable
+            result = await backend.invoke(PodId("r4"), b"z", None, 10)
+            assert result.body == b"echo:z:cpu=1000"
+
     async def test_resize_of_a_pod_deleted_behind_our_back(
         self, backend: KubernetesBackend, k8s_api: tuple[kmock.KubernetesEmulator, str]
     ) -> None:
@@ -196,9 +235,19 @@ class TestFailures:
             with pytest.raises(FunctionFailedError, match="deleted mid-invocation") as info:
                 await call
             assert time.monotonic() - t0 < 10  # noticed promptly, not after the 25 s timeout
-            outcome = info.value.outcome  # type: ignore[attr-defined]
+            outcome = info.value.outcome
             assert outcome.status is OutcomeStatus.CRASH
             assert "deleted" in outcome.detail
+
+    async def test_invocation_timeout(self, backend: KubernetesBackend) -> None:
+        async with asyncio.timeout(30):
+            await backend.start_pod(PodId("t1"), spec("sleepy"), Size(500, 256), NODE)
+            t0 = time.monotonic()
+            with pytest.raises(InvocationTimeoutError) as info:
+                await backend.invoke(PodId("t1"), b"10", None, 1.0)
+            assert time.monotonic() - t0 < 5
+            assert info.value.outcome is not None
+            assert info.value.outcome.status is OutcomeStatus.TIMEOUT
 
     async def test_api_server_unreachable(self) -> None:
         port = free_port()  # nothing listens there

@@ -288,7 +288,7 @@ class TestInvocations:
             await backend.start_pod(PodId("b"), spec("bloat"), Size(500, 128), NODE)
             with pytest.raises(OutOfMemoryError, match="exhausted its memory") as info:
                 await backend.invoke(PodId("b"), b"300", None, 20)
-            assert info.value.outcome.status is OutcomeStatus.OOM  # type: ignore[attr-defined]
+            assert info.value.outcome.status is OutcomeStatus.OOM
 
     async def test_still_running_after_blocking_wait_is_a_timeout(
         self, backend: OpenWhiskBackend
