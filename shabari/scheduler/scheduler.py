@@ -52,6 +52,7 @@ class _PodState:
         "invocations",
         "last_used",
         "node",
+        "node_id",
         "pod_id",
         "ready_at",
         "release_seq",
@@ -60,13 +61,14 @@ class _PodState:
     )
 
     def __init__(
-        self, pod_id: PodId, function: FunctionName, size: Size, node: _NodeState, now: float,
-        ready_at: float,
+        self, pod_id: PodId, function: FunctionName, size: Size, node: int, node_id: NodeId,
+        now: float, ready_at: float,
     ) -> None:
         self.pod_id = pod_id
         self.function = function
         self.size = size
         self.node = node
+        self.node_id = node_id
         self.busy = True
         self.ready_at = ready_at
         self.last_used = now
@@ -79,29 +81,13 @@ class _PodState:
             pod_id=self.pod_id,
             function=self.function,
             size=self.size,
-            node_id=self.node.cap.node_id,
+            node_id=self.node_id,
             busy=self.busy,
             ready_at=self.ready_at,
             last_used=self.last_used,
             started_at=self.started_at,
             invocations=self.invocations,
         )
-
-
-class _NodeState:
-    __slots__ = ("cap", "cpu", "gpu", "index", "mem", "pods")
-
-    def __init__(self, cap: NodeCapacity, index: int) -> None:
-        self.cap = cap
-        self.index = index
-        self.cpu = 0
-        self.mem = 0
-        self.gpu = 0
-        self.pods = 0
-
-    def free(self) -> tuple[int, int, int]:
-        return (self.cap.cpu_millicores - self.cpu, self.cap.memory_mib - self.mem,
-                self.cap.gpus - self.gpu)
 
 
 class _FunctionPool:
@@ -142,12 +128,27 @@ class Scheduler:
         self.config = config
         self.keep_alive: KeepAlivePolicy = (
             keep_alive if keep_alive is not None else FixedKeepAlive(config.keep_alive_s))
-        self._nodes = [_NodeState(n, i) for i, n in enumerate(nodes)]
-        self._node_by_id = {n.cap.node_id: n for n in self._nodes}
-        self._pods: dict[PodId, _PodState] = {}
-        self._pools: dict[FunctionName, _FunctionPool] = {}
+        # Nodes live in parallel lists indexed by position: the cold-start scan over them is
+        # the hottest loop after the warm lookup, and plain list indexing keeps it cheap.
+        self._caps: list[NodeCapacity] = list(nodes)
+        self._index = {n.node_id: i for i, n in enumerate(self._caps)}
+        self._free_c = [n.cpu_millicores for n in self._caps]
+        self._free_m = [n.memory_mib for n in self._caps]
+        self._free_g = [n.gpus for n in self._caps]
+        self._npods = [0] * len(self._caps)
+        #: per node: what its idle pods hold, and the idle pods in release order (LRU first)
+        self._idle_c = [0] * len(self._caps)
+        self._idle_m = [0] * len(self._caps)
+        self._idle_g = [0] * len(self._caps)
+        self._node_idle: list[dict[PodId, _PodState]] = [{} for _ in self._caps]
         #: every idle pod in release order (first = least recently used): eviction order
         self._idle_lru: dict[PodId, _PodState] = {}
+        #: (free CPU, node) sorted, for nodes without GPUs [0] and with GPUs [1]
+        self._by_cpu: tuple[list[tuple[int, int]], list[tuple[int, int]]] = (
+            sorted((n.cpu_millicores, i) for i, n in enumerate(self._caps) if not n.gpus),
+            sorted((n.cpu_millicores, i) for i, n in enumerate(self._caps) if n.gpus))
+        self._pods: dict[PodId, _PodState] = {}
+        self._pools: dict[FunctionName, _FunctionPool] = {}
         #: (deadline, release_seq, pod id); an entry is live while the pod's release_seq matches
         self._expiry: list[tuple[float, int, PodId]] = []
         self._release_seq = 0
@@ -185,19 +186,23 @@ class Scheduler:
         return None if p is None else p.snapshot()
 
     def nodes(self) -> tuple[NodeUsage, ...]:
-        return tuple(NodeUsage(n.cap, n.cpu, n.mem, n.gpu, n.pods) for n in self._nodes)
+        """Each node's capacity and what its pods hold, in the order the nodes were given."""
+        return tuple(
+            NodeUsage(cap, cap.cpu_millicores - self._free_c[i],
+                      cap.memory_mib - self._free_m[i], cap.gpus - self._free_g[i],
+                      self._npods[i])
+            for i, cap in enumerate(self._caps))
 
     def usage(self, now: float | None = None) -> ClusterUsage:
         """Cluster totals in O(1); with `now`, starting pods are counted apart (O(pods))."""
-        idle_pods = len(self._idle_lru)
         starting = 0
         if now is not None:
             starting = sum(1 for p in self._pods.values() if p.busy and now < p.ready_at)
         return ClusterUsage(
-            nodes=len(self._nodes),
-            capacity_cpu_millicores=sum(n.cap.cpu_millicores for n in self._nodes),
-            capacity_memory_mib=sum(n.cap.memory_mib for n in self._nodes),
-            capacity_gpus=sum(n.cap.gpus for n in self._nodes),
+            nodes=len(self._caps),
+            capacity_cpu_millicores=sum(n.cpu_millicores for n in self._caps),
+            capacity_memory_mib=sum(n.memory_mib for n in self._caps),
+            capacity_gpus=sum(n.gpus for n in self._caps),
             allocated_cpu_millicores=self._alloc[0],
             allocated_memory_mib=self._alloc[1],
             allocated_gpus=self._alloc[2],
@@ -205,8 +210,8 @@ class Scheduler:
             idle_memory_mib=self._idle[1],
             idle_gpus=self._idle[2],
             pods=len(self._pods),
-            pods_busy=len(self._pods) - idle_pods - starting,
-            pods_idle=idle_pods,
+            pods_busy=len(self._pods) - len(self._idle_lru) - starting,
+            pods_idle=len(self._idle_lru),
             pods_starting=starting,
         )
 
@@ -241,7 +246,7 @@ class Scheduler:
             queued = self._queue_behind_busy(pool, size, now, cold_start_ms, busy_wait_ms)
             if queued is not None:
                 return queued
-        forced: list[_PodState] = []
+        forced: _PodState | None = None
         limit = cfg.max_pods_per_function
         if limit is not None and pool is not None and len(pool.pods) >= limit:
             if not pool.idle_lru:
@@ -249,31 +254,33 @@ class Scheduler:
                     f"function {function} is at max_pods_per_function={limit} and all its "
                     f"pods are busy"))
             # replace this function's least recently used idle pod (none of them fits)
-            forced.append(next(iter(pool.idle_lru.values())))
+            forced = next(iter(pool.idle_lru.values()))
         plan = self._plan_cold(size, forced)
         if plan is None:
             return Placement(PlacementKind.QUEUE, size, reason=self._full_reason(size))
         node, evict = plan
-        reason = f"cold start on {node.cap.node_id}"
+        node_id = self._caps[node].node_id
+        reason = f"cold start on {node_id}"
         if evict:
             reason += f" after evicting {len(evict)} idle pod(s)"
-        return Placement(PlacementKind.COLD, size, node_id=node.cap.node_id,
-                         evict=tuple(p.pod_id for p in evict), reason=reason)
+        return Placement(PlacementKind.COLD, size, node_id=node_id, evict=evict, reason=reason)
 
     def _find_warm(self, pool: _FunctionPool, size: Size) -> Placement | None:
         keys = pool.keys
         n = len(keys)
-        i = bisect_left(keys, (size.gpu, size.memory_mib, 0))
+        gpu = size.gpu
+        i = bisect_left(keys, (gpu, size.memory_mib, 0))
         resize = self.config.supports_resize
         want_cpu = size.cpu_millicores
-        while i < n and keys[i][0] == size.gpu:
+        free_c = self._free_c
+        while i < n and keys[i][0] == gpu:
             mem = keys[i][1]
             j = i
-            while j < n and keys[j][0] == size.gpu and keys[j][1] == mem:
+            while j < n and keys[j][0] == gpu and keys[j][1] == mem:
                 j += 1
             if resize:
                 # same memory class: the exact CPU first (no resize at all), then smallest CPU
-                exact = (size.gpu, mem, want_cpu)
+                exact = (gpu, mem, want_cpu)
                 order = [exact] if exact in pool.idle else []
                 order.extend(k for k in keys[i:j] if k[2] != want_cpu)
                 for k in order:
@@ -281,9 +288,15 @@ class Scheduler:
                     if not bucket:
                         continue
                     delta = want_cpu - k[2]
+                    if delta <= 0:
+                        return self._warm_placement(next(reversed(bucket.values())), size)
+                    tried: set[int] = set()
                     for p in reversed(bucket.values()):  # most recently used first
-                        if delta <= 0 or p.node.cap.cpu_millicores - p.node.cpu >= delta:
+                        if p.node in tried:
+                            continue
+                        if free_c[p.node] >= delta:
                             return self._warm_placement(p, size)
+                        tried.add(p.node)
             else:
                 for k in keys[i:j]:
                     if k[2] >= want_cpu and pool.idle[k]:
@@ -293,13 +306,12 @@ class Scheduler:
         return None
 
     def _warm_placement(self, p: _PodState, size: Size) -> Placement:
-        node_id = p.node.cap.node_id
         if not self.config.supports_resize or p.size.cpu_millicores == size.cpu_millicores:
-            return Placement(PlacementKind.WARM, p.size, pod_id=p.pod_id, node_id=node_id,
+            return Placement(PlacementKind.WARM, p.size, pod_id=p.pod_id, node_id=p.node_id,
                              reason=f"idle warm pod {p.pod_id} ({p.size})")
         target = p.size.with_cpu(size.cpu_millicores)
         return Placement(
-            PlacementKind.RESIZE, target, pod_id=p.pod_id, node_id=node_id,
+            PlacementKind.RESIZE, target, pod_id=p.pod_id, node_id=p.node_id,
             resized_from=p.size,
             reason=(f"idle warm pod {p.pod_id} resized in place "
                     f"{format_cpu(p.size.cpu_millicores)} -> "
@@ -326,126 +338,129 @@ class Scheduler:
         if best is None or not best_wait < self.config.queue_factor * cold_start_ms:
             return None
         return Placement(
-            PlacementKind.QUEUE, size, pod_id=best.pod_id, node_id=best.node.cap.node_id,
+            PlacementKind.QUEUE, size, pod_id=best.pod_id, node_id=best.node_id,
             reason=(f"waiting ~{best_wait:.0f} ms for busy pod {best.pod_id} beats a "
                     f"{cold_start_ms:.0f} ms cold start"),
         )
 
     def _plan_cold(
-        self, size: Size, forced: list[_PodState]
-    ) -> tuple[_NodeState, list[_PodState]] | None:
+        self, size: Size, forced: _PodState | None
+    ) -> tuple[int, tuple[PodId, ...]] | None:
+        """Pick the node for a cold start and the idle pods to evict there (pure).
+
+        1. A pod this function must give up (max_pods_per_function) is replaced on its own
+           node when the new size fits there.
+        2. Otherwise a node with room now: BEST_FIT takes the one with the least free CPU
+           that still fits (memory and GPUs checked too), SPREAD the one with the most;
+           CPU-only sizes try nodes without GPUs first. O(log nodes) via a sorted index.
+        3. Otherwise evict: walking idle pods least recently used first, the first node whose
+           free plus idle resources would fit is chosen, and loses idle pods in LRU order
+           until the size fits (the most recent of them given back when not needed).
+        """
         need_c, need_m, need_g = size.cpu_millicores, size.memory_mib, size.gpu
-        freed: dict[int, list[int]] = {}
-        for p in forced:
-            f = freed.setdefault(p.node.index, [0, 0, 0])
-            f[0] += p.size.cpu_millicores
-            f[1] += p.size.memory_mib
-            f[2] += p.size.gpu
+        free_c, free_m, free_g = self._free_c, self._free_m, self._free_g
+        evict_forced: tuple[PodId, ...] = ()
+        if forced is not None:
+            evict_forced = (forced.pod_id,)
+            i = forced.node
+            fs = forced.size
+            if (free_c[i] + fs.cpu_millicores >= need_c and free_m[i] + fs.memory_mib >= need_m
+                    and free_g[i] + fs.gpu >= need_g):
+                return i, evict_forced
         spread = self.config.node_choice is NodeChoice.SPREAD
-        best: _NodeState | None = None
-        best_score = (0, 0.0)
-        for node in self._nodes:
-            cap = node.cap
-            fc = cap.cpu_millicores - node.cpu
-            fm = cap.memory_mib - node.mem
-            fg = cap.gpus - node.gpu
-            if freed:
-                extra = freed.get(node.index)
-                if extra is not None:
-                    fc += extra[0]
-                    fm += extra[1]
-                    fg += extra[2]
-            if fc < need_c or fm < need_m or fg < need_g:
-                continue
-            left = (fc - need_c) / cap.cpu_millicores + (fm - need_m) / cap.memory_mib
-            score = (fg - need_g, -left if spread else left)
-            if best is None or score < best_score:
-                best, best_score = node, score
-        if best is not None:
-            # forced evictions on other nodes still happen (they free the function's slot)
-            return best, list(forced)
+        for index in (self._by_cpu[1],) if need_g else self._by_cpu:
+            if spread:
+                lo = bisect_left(index, (need_c, -1))
+                for pos in range(len(index) - 1, lo - 1, -1):
+                    i = index[pos][1]
+                    if free_m[i] >= need_m and free_g[i] >= need_g:
+                        return i, evict_forced
+            else:
+                for pos in range(bisect_left(index, (need_c, -1)), len(index)):
+                    i = index[pos][1]
+                    if free_m[i] >= need_m and free_g[i] >= need_g:
+                        return i, evict_forced
         if not self.config.evict_for_room:
             return None
-        return self._plan_eviction(size, forced)
-
-    def _plan_eviction(
-        self, size: Size, forced: list[_PodState]
-    ) -> tuple[_NodeState, list[_PodState]] | None:
-        """Walk idle pods least recently used first until one node has room; then keep back
-        the most recently used of the chosen victims that turn out not to be needed."""
-        need = (size.cpu_millicores, size.memory_mib, size.gpu)
-        victims: dict[int, list[_PodState]] = {}
-        freed: dict[int, list[int]] = {}
-        forced_ids = {p.pod_id for p in forced}
-
-        def add(p: _PodState) -> bool:
-            idx = p.node.index
-            victims.setdefault(idx, []).append(p)
-            f = freed.setdefault(idx, [0, 0, 0])
-            f[0] += p.size.cpu_millicores
-            f[1] += p.size.memory_mib
-            f[2] += p.size.gpu
-            free = p.node.free()
-            return all(free[d] + f[d] >= need[d] for d in range(3))
-
-        chosen: _NodeState | None = None
-        for p in forced:
-            if add(p) and chosen is None:
-                chosen = p.node
-        if chosen is None:
-            for p in self._idle_lru.values():
-                if p.pod_id in forced_ids:
-                    continue
-                if add(p):
-                    chosen = p.node
-                    break
-        if chosen is None:
+        idle_c, idle_m, idle_g = self._idle_c, self._idle_m, self._idle_g
+        chosen = -1
+        seen: set[int] = set()
+        for p in self._idle_lru.values():
+            i = p.node
+            if i in seen:
+                continue
+            seen.add(i)
+            fc = free_c[i] + idle_c[i]
+            fm = free_m[i] + idle_m[i]
+            fg = free_g[i] + idle_g[i]
+            if fc >= need_c and fm >= need_m and fg >= need_g:
+                chosen = i
+                break
+        if chosen < 0:
             return None
-        mine = victims[chosen.index]
-        free = chosen.free()
-        have = [free[d] + freed[chosen.index][d] for d in range(3)]
-        kept: list[_PodState] = []
-        for p in reversed(mine):
-            s = (p.size.cpu_millicores, p.size.memory_mib, p.size.gpu)
-            if p.pod_id not in forced_ids and all(have[d] - s[d] >= need[d] for d in range(3)):
-                have = [have[d] - s[d] for d in range(3)]
+        have = [free_c[chosen], free_m[chosen], free_g[chosen]]
+        if forced is not None and forced.node == chosen:
+            fs = forced.size
+            have = [have[0] + fs.cpu_millicores, have[1] + fs.memory_mib, have[2] + fs.gpu]
+        victims: list[_PodState] = []
+        for p in self._node_idle[chosen].values():  # least recently used first
+            if have[0] >= need_c and have[1] >= need_m and have[2] >= need_g:
+                break
+            if p is forced:
+                continue
+            victims.append(p)
+            have[0] += p.size.cpu_millicores
+            have[1] += p.size.memory_mib
+            have[2] += p.size.gpu
+        # give back the most recently used victims that turn out not to be needed
+        kept: list[PodId] = []
+        for p in reversed(victims):
+            c, m, g = p.size.cpu_millicores, p.size.memory_mib, p.size.gpu
+            if have[0] - c >= need_c and have[1] - m >= need_m and have[2] - g >= need_g:
+                have = [have[0] - c, have[1] - m, have[2] - g]
             else:
-                kept.append(p)
+                kept.append(p.pod_id)
         kept.reverse()
-        others = [p for p in forced if p.node is not chosen]
-        return chosen, others + kept
+        return chosen, evict_forced + tuple(kept)
+
+    def _set_free_cpu(self, node: int, delta: int) -> None:
+        """Change a node's free CPU by `delta`, keeping the sorted index in step."""
+        index = self._by_cpu[self._caps[node].gpus > 0]
+        old = self._free_c[node]
+        del index[bisect_left(index, (old, node))]
+        self._free_c[node] = old + delta
+        insort(index, (old + delta, node))
 
     def _fits_some_node(self, size: Size) -> bool:
         hit = self._fits_cache.get(size)
         if hit is None:
-            hit = any(n.cap.cpu_millicores >= size.cpu_millicores
-                      and n.cap.memory_mib >= size.memory_mib and n.cap.gpus >= size.gpu
-                      for n in self._nodes)
+            hit = any(n.cpu_millicores >= size.cpu_millicores
+                      and n.memory_mib >= size.memory_mib and n.gpus >= size.gpu
+                      for n in self._caps)
             self._fits_cache[size] = hit
         return hit
 
     def _reject_reason(self, size: Size) -> str:
-        if not self._nodes:
+        if not self._caps:
             return "no nodes: the scheduler was given an empty cluster"
-        big = max(self._nodes, key=lambda n: (n.cap.gpus, n.cap.cpu_millicores, n.cap.memory_mib))
+        big = max(self._caps, key=lambda n: (n.gpus, n.cpu_millicores, n.memory_mib))
         return (f"size {_fmt(size.cpu_millicores, size.memory_mib, size.gpu)} exceeds every "
-                f"node's capacity (largest node {big.cap.node_id}: "
-                f"{_fmt(big.cap.cpu_millicores, big.cap.memory_mib, big.cap.gpus)})")
+                f"node's capacity (largest node {big.node_id}: "
+                f"{_fmt(big.cpu_millicores, big.memory_mib, big.gpus)})")
 
     def _full_reason(self, size: Size) -> str:
         need = (size.cpu_millicores, size.memory_mib, size.gpu)
 
-        def closeness(n: _NodeState) -> float:
-            free = n.free()
+        def closeness(i: int) -> float:
+            free = (self._free_c[i], self._free_m[i], self._free_g[i])
             return min(free[d] / need[d] for d in range(3) if need[d] > 0)
 
-        best = max(self._nodes, key=closeness)
-        fc, fm, fg = best.free()
+        best = max(range(len(self._caps)), key=closeness)
         tail = ("; evicting idle pods would not make room" if self.config.evict_for_room
                 else "; eviction for room is disabled")
         return (f"cluster full: need {_fmt(*need)}, largest free "
-                f"{_fmt(max(fc, 0), max(fm, 0), fg if size.gpu else 0)} on {best.cap.node_id}"
-                f"{tail}")
+                f"{_fmt(self._free_c[best], self._free_m[best], self._free_g[best] if size.gpu else 0)}"
+                f" on {self._caps[best].node_id}{tail}")
 
     # ------------------------------------------------------------------ apply
 
@@ -474,22 +489,22 @@ class Scheduler:
             raise CapacityError(f"stale placement for {function}: pod {placement.pod_id} is gone")
         if p.busy:
             raise CapacityError(f"stale placement for {function}: pod {p.pod_id} is busy")
-        expected = placement.resized_from if placement.kind is PlacementKind.RESIZE else \
-            placement.size
+        expected = (placement.resized_from if placement.kind is PlacementKind.RESIZE
+                    else placement.size)
         if p.size != expected:
             raise CapacityError(f"stale placement for {function}: pod {p.pod_id} is {p.size}, "
                                 f"placement expected {expected}")
         target = placement.size
-        if (target.memory_mib != p.size.memory_mib or target.gpu != p.size.gpu):
+        if target.memory_mib != p.size.memory_mib or target.gpu != p.size.gpu:
             raise CapacityError(f"invalid placement for {function}: a resize changes CPU only "
                                 f"({p.size} -> {target})")
         delta = target.cpu_millicores - p.size.cpu_millicores
-        if delta > 0 and p.node.cap.cpu_millicores - p.node.cpu < delta:
-            raise CapacityError(f"stale placement for {function}: node {p.node.cap.node_id} "
+        if delta > 0 and self._free_c[p.node] < delta:
+            raise CapacityError(f"stale placement for {function}: node {p.node_id} "
                                 f"has no CPU headroom for +{delta}m")
         self._unmark_idle(p)
         if delta:
-            p.node.cpu += delta
+            self._set_free_cpu(p.node, -delta)
             self._alloc[0] += delta
             p.size = target
         p.busy = True
@@ -500,7 +515,7 @@ class Scheduler:
     def _commit_cold(
         self, placement: Placement, function: FunctionName, now: float, cold_start_ms: float
     ) -> Pod:
-        node = self._node_by_id.get(placement.node_id) if placement.node_id is not None else None
+        node = self._index.get(placement.node_id) if placement.node_id is not None else None
         if node is None:
             raise CapacityError(f"invalid placement for {function}: unknown node "
                                 f"{placement.node_id!r}")
@@ -512,15 +527,15 @@ class Scheduler:
                                     f"{'gone' if v is None else 'busy'}")
             victims.append(v)
         size = placement.size
-        fc, fm, fg = node.free()
+        fc, fm, fg = self._free_c[node], self._free_m[node], self._free_g[node]
         for v in victims:
-            if v.node is node:
+            if v.node == node:
                 fc += v.size.cpu_millicores
                 fm += v.size.memory_mib
                 fg += v.size.gpu
         if fc < size.cpu_millicores or fm < size.memory_mib or fg < size.gpu:
-            raise CapacityError(f"stale placement for {function}: node {node.cap.node_id} has "
-                                f"{_fmt(max(fc, 0), max(fm, 0))} free, need {size}")
+            raise CapacityError(f"stale placement for {function}: node {placement.node_id} has "
+                                f"{_fmt(fc, fm, fg)} free, need {size}")
         limit = self.config.max_pods_per_function
         pool = self._pools.get(function)
         if limit is not None and pool is not None:
@@ -535,14 +550,14 @@ class Scheduler:
             pool = self._pools[function] = _FunctionPool()
         self._pod_seq += 1
         pod_id = PodId(f"{function}-{self._pod_seq}")
-        p = _PodState(pod_id, function, size, node, now,
+        p = _PodState(pod_id, function, size, node, self._caps[node].node_id, now,
                       now + max(0.0, cold_start_ms) / 1000.0)
         self._pods[pod_id] = p
         pool.pods[pod_id] = p
-        node.cpu += size.cpu_millicores
-        node.mem += size.memory_mib
-        node.gpu += size.gpu
-        node.pods += 1
+        self._set_free_cpu(node, -size.cpu_millicores)
+        self._free_m[node] -= size.memory_mib
+        self._free_g[node] -= size.gpu
+        self._npods[node] += 1
         self._alloc[0] += size.cpu_millicores
         self._alloc[1] += size.memory_mib
         self._alloc[2] += size.gpu
@@ -616,22 +631,30 @@ class Scheduler:
         bucket[p.pod_id] = p
         pool.idle_lru[p.pod_id] = p
         pool.warm_cache = None
+        self._node_idle[p.node][p.pod_id] = p
         self._idle_lru[p.pod_id] = p
-        s = p.size
-        self._idle[0] += s.cpu_millicores
-        self._idle[1] += s.memory_mib
-        self._idle[2] += s.gpu
+        c, m, g = p.size.cpu_millicores, p.size.memory_mib, p.size.gpu
+        self._idle_c[p.node] += c
+        self._idle_m[p.node] += m
+        self._idle_g[p.node] += g
+        self._idle[0] += c
+        self._idle[1] += m
+        self._idle[2] += g
 
     def _unmark_idle(self, p: _PodState) -> None:
         pool = self._pools[p.function]
         del pool.idle[_key(p.size)][p.pod_id]
         del pool.idle_lru[p.pod_id]
         pool.warm_cache = None
+        del self._node_idle[p.node][p.pod_id]
         del self._idle_lru[p.pod_id]
-        s = p.size
-        self._idle[0] -= s.cpu_millicores
-        self._idle[1] -= s.memory_mib
-        self._idle[2] -= s.gpu
+        c, m, g = p.size.cpu_millicores, p.size.memory_mib, p.size.gpu
+        self._idle_c[p.node] -= c
+        self._idle_m[p.node] -= m
+        self._idle_g[p.node] -= g
+        self._idle[0] -= c
+        self._idle[1] -= m
+        self._idle[2] -= g
 
     def _drop(self, p: _PodState) -> None:
         if not p.busy:
@@ -641,13 +664,13 @@ class Scheduler:
         if not pool.pods:
             del self._pools[p.function]
         del self._pods[p.pod_id]
-        s, node = p.size, p.node
-        node.cpu -= s.cpu_millicores
-        node.mem -= s.memory_mib
-        node.gpu -= s.gpu
-        node.pods -= 1
-        self._alloc[0] -= s.cpu_millicores
-        self._alloc[1] -= s.memory_mib
-        self._alloc[2] -= s.gpu
+        c, m, g, node = p.size.cpu_millicores, p.size.memory_mib, p.size.gpu, p.node
+        self._set_free_cpu(node, c)
+        self._free_m[node] += m
+        self._free_g[node] += g
+        self._npods[node] -= 1
+        self._alloc[0] -= c
+        self._alloc[1] -= m
+        self._alloc[2] -= g
         p.busy = True  # a dropped pod must never look idle to a stale heap entry
         p.release_seq = -1
