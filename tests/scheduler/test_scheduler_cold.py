@@ -72,6 +72,22 @@ class TestEviction:
         assert p.evict == (big.pod_id,)
         assert tiny.pod_id not in p.evict and keep.pod_id not in p.evict
 
+    def test_node_with_the_oldest_idle_pod_that_can_be_cleared(self) -> None:
+        s, t = sched(n=3, cpu=2000, mem=4096), Clock()
+        # n0: oldest idle pod, but a busy pod pins it so clearing it cannot make room
+        oldest = warm_pod(s, G, Size(500, 512), t.advance(1))
+        assert oldest.node_id == "n0"
+        s.commit(s.place(G, Size(1500, 512), t()), G, t())
+        # n1 and n2: idle pods, n2's older than n1's
+        b2 = s.commit(s.place(FunctionName("b"), Size(2000, 512), t()), FunctionName("b"), t())
+        b1 = s.commit(s.place(FunctionName("b"), Size(2000, 512), t()), FunctionName("b"), t())
+        assert {b1.node_id, b2.node_id} == {"n1", "n2"}
+        s.release(b2.pod_id, t.advance(1))
+        s.release(b1.pod_id, t.advance(1))
+        p = s.place(F, Size(1000, 512), t.advance(1))
+        assert p.kind is PlacementKind.COLD
+        assert p.node_id == b2.node_id and p.evict == (b2.pod_id,)
+
     def test_busy_pods_never_evicted(self) -> None:
         s, t = sched(n=1, cpu=2000, mem=4096), Clock()
         s.commit(s.place(G, Size(2000, 1024), t()), G, t())
@@ -132,3 +148,12 @@ class TestMaxPodsPerFunction:
         assert p.kind is PlacementKind.COLD and p.evict == (small.pod_id,)
         s.commit(p, F, t())
         assert len(s.pods(F)) == 2
+
+    def test_replacement_stays_on_the_replaced_pods_node(self) -> None:
+        s, t = sched(n=2, max_pods_per_function=1), Clock()
+        s.commit(s.place(G, Size(3000, 512), t()), G, t())  # n0 is fuller: best fit goes there
+        old = warm_pod(s, F, Size(1000, 256), t())
+        assert old.node_id == "n0"
+        # 1000m+ does not fit n0's free 0m, but does once `old` is gone
+        p = s.place(F, Size(1000, 2048, 0), t.advance(1))
+        assert p.kind is PlacementKind.COLD and p.evict == (old.pod_id,) and p.node_id == "n0"
