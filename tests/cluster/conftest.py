@@ -5,7 +5,8 @@ HTTP to kmock's `KubernetesEmulator`. The emulator only stores objects; what a n
 is done by `TestKubelet`: it watches pods through the API like a kubelet, starts one real
 worker process (`python -m shabari.runtime.worker --http`) per pod on its own loopback IP
 (127.0.0.N, the pod IP), marks the pod Ready with that IP, honours in-place resize patches
-(records `allocatedResources` / container `resources`, or sets `PodResizePending: Infeasible`
+(rewrites the pod's cgroup CPU quota where cgroups are writable, as a real kubelet does, and
+records `allocatedResources` / container `resources`; or sets `PodResizePending: Infeasible`
 when the node cannot hold the new size) and kills the worker when the pod is deleted.
 """
 
@@ -26,7 +27,8 @@ import aiohttp
 import kmock
 import pytest
 
-from shabari.core.units import format_cpu, parse_cpu
+from shabari.backends.cgroups import CgroupManager, CgroupMode, PodCgroup
+from shabari.core.units import format_cpu, parse_cpu, parse_memory
 
 NAMESPACE = "fns"
 
@@ -104,6 +106,10 @@ class TestKubelet:
         self.hold_pods = False
         #: set True to answer every resize with PodResizePending reason Deferred
         self.defer_resizes = False
+        #: each pod's cgroup (CPU quota, memory limit) when cgroups are writable here
+        self.cgroups: dict[str, PodCgroup] = {}
+        manager = CgroupManager()
+        self._cgroups = None if manager.mode is CgroupMode.NONE else manager
 
     async def __aenter__(self) -> TestKubelet:
         self._session = aiohttp.ClientSession()
@@ -124,6 +130,8 @@ class TestKubelet:
                 await asyncio.wait_for(proc.wait(), 5)
         if self._session is not None:
             await self._session.close()
+        if self._cgroups is not None:
+            self._cgroups.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -166,6 +174,9 @@ class TestKubelet:
             if proc is not None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+                await proc.wait()
+            if self._cgroups is not None and self.cgroups.pop(name, None) is not None:
+                self._cgroups.release(name)
             return
         if name not in self.workers and not self.hold_pods:
             if name in self.ips:
@@ -192,10 +203,17 @@ class TestKubelet:
                                       "message": f"image {image} not found"}}}]})
             return
         cpu = parse_cpu(container["resources"]["limits"]["cpu"])
+        memory = parse_memory(container["resources"]["limits"]["memory"])
+        join: list[str] = []
+        if self._cgroups is not None:  # the container's limits, as the kubelet sets them
+            cg = self._cgroups.create(name, cpu, memory)
+            self.cgroups[name] = cg
+            for d in cg.dirs:
+                join += ["--join-cgroup", str(d)]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shabari.runtime.worker",
             "--function-dir", str(self.function_dirs[function]),
-            "--http", str(self.port), "--host", ip,
+            "--http", str(self.port), "--host", ip, *join,
             "--cpu-millicores", str(cpu), "--memory-mib", env.get("SHABARI_MEMORY_MIB", "256"),
             stdin=asyncio.subprocess.DEVNULL,
         )
@@ -249,6 +267,8 @@ class TestKubelet:
                       "message": f"Node didn't have enough capacity: cpu, requested: "
                                  f"{desired}, capacity: {self.node_cpu_millicores}"}]))
             return
+        if name in self.cgroups:  # in place: the new CFS quota, same process
+            self.cgroups[name].set_cpu(desired)
         self.applied_cpu[name] = desired
         self.resizes.append((name, desired))
         await self._patch_status(ns, name, self._status(container["name"], ip, desired,

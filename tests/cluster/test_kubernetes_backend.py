@@ -18,6 +18,7 @@ import pytest
 from conftest import NAMESPACE, TestKubelet, free_port
 
 from shabari.backends.base import Backend
+from shabari.backends.cgroups import CgroupManager, CgroupMode
 from shabari.backends.kubernetes import KubernetesBackend, pod_name_for
 from shabari.core import SLO, FunctionName, FunctionSpec, NodeId, PodId, Size
 from shabari.core.errors import (
@@ -169,6 +170,22 @@ class TestInPlaceResize:
             result = await backend.invoke(PodId("r1"), b"x", None, 10)
             # the worker got the new allocation with the request and sized its pools by it
             assert result.body == b"echo:x:cpu=2000"
+
+    @pytest.mark.cgroups
+    async def test_resize_rewrites_the_cpu_quota_of_the_running_worker(
+        self, backend: KubernetesBackend, kubelet: TestKubelet
+    ) -> None:
+        if not kubelet.cgroups and CgroupManager().mode is CgroupMode.NONE:
+            pytest.skip("needs writable cgroups (root)")
+        async with asyncio.timeout(60):
+            await backend.start_pod(PodId("q1"), spec("echo"), Size(500, 256), NODE)
+            name = pod_name_for("echo", "q1")
+            cg = kubelet.cgroups[name]
+            assert cg.cpu_limit_millicores() == 500
+            pid = kubelet.workers[name].pid
+            await backend.resize(PodId("q1"), 2000)
+            assert cg.cpu_limit_millicores() == 2000
+            assert pid in cg.pids()  # the same process: resized, not restarted
 
     async def test_infeasible_resize_falls_back_and_pod_stays_usable(
         self, backend: KubernetesBackend, kubelet: TestKubelet,

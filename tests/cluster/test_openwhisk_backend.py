@@ -60,6 +60,7 @@ class FakeOpenWhisk:
         self.actions: dict[str, dict[str, Any]] = {}
         self.containers: dict[str, asyncio.subprocess.Process] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        self.runs: set[asyncio.Task[Any]] = set()
         self.app = web.Application()
         self.app.router.add_put("/api/v1/namespaces/{ns}/actions/{name}", self.put)
         self.app.router.add_get("/api/v1/namespaces/{ns}/actions/{name}", self.get)
@@ -134,6 +135,8 @@ class FakeOpenWhisk:
         t_arrive = time.perf_counter()
         lock = self.locks.setdefault(name, asyncio.Lock())
         run = asyncio.create_task(self._run(name, action, params, lock, t_arrive))
+        self.runs.add(run)
+        run.add_done_callback(self.runs.discard)
         blocking_s = int(request.query.get("timeout", "60000")) / 1000.0
         done, _ = await asyncio.wait({run}, timeout=blocking_s)
         if not done:  # OpenWhisk: 202 with the activation id, the action keeps running
@@ -177,7 +180,9 @@ class FakeOpenWhisk:
         return ({"status": "success", "success": True, "result": result}, annotations, duration)
 
     async def close(self) -> None:
-        for proc in self.containers.values():
+        for run in list(self.runs):
+            run.cancel()
+        for proc in list(self.containers.values()):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
