@@ -5,13 +5,14 @@ Pure decision logic over a model of the pod pool; it imports only `shabari.core`
 """
 
 from shabari.scheduler.config import NodeChoice, SchedulerConfig
-from shabari.scheduler.keepalive import FixedKeepAlive, KeepAlivePolicy
+from shabari.scheduler.keepalive import FixedKeepAlive, HistogramKeepAlive, KeepAlivePolicy
 from shabari.scheduler.model import ClusterUsage, NodeUsage, Pod
 from shabari.scheduler.scheduler import Scheduler
 
 __all__ = [
     "ClusterUsage",
     "FixedKeepAlive",
+    "HistogramKeepAlive",
     "KeepAlivePolicy",
     "NodeChoice",
     "NodeUsage",
