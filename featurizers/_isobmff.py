@@ -98,7 +98,8 @@ def _parse_trak(data: bytes, start: int, end: int, budget: list[int]) -> Track:
                     track.timescale, track.duration = struct.unpack_from(">IQ", data, ps + 20)
                 else:
                     track.timescale, track.duration = struct.unpack_from(">II", data, ps + 12)
-            elif typ == b"hdlr":
+            elif typ == b"hdlr" and not track.handler:
+                # The first hdlr is mdia's (media type); QuickTime adds a minf data handler.
                 track.handler = data[ps + 8 : ps + 12]
             elif typ == b"stsd":
                 _parse_stsd(data, ps, pe, track)

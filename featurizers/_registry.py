@@ -151,7 +151,7 @@ def detect_kind(body: bytes, content_type: str | None = None) -> str:
     first = sample.lstrip("\ufeff \t\r\n")[:1]
     if first in ("{", "["):
         return "json"
-    if table.looks_like_table(sample):
+    if table.looks_like_table(sample, complete=len(body) <= SNIFF_BYTES):
         return "table"
     return "text"
 

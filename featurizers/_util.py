@@ -15,6 +15,7 @@ import numpy as np
 Features = dict[str, float]
 
 DEFAULT_SAMPLE_BYTES = 65536
+DEFAULT_ENTROPY_BYTES = 16384
 DEFAULT_HEADER_BYTES = 1 << 20
 DEFAULT_MAX_ELEMENTS = 4096
 DEFAULT_FFPROBE_TIMEOUT_S = 2.0
@@ -71,6 +72,11 @@ def sample_bytes(options: Mapping[str, object]) -> int:
     return opt_int(options, "sample_bytes", DEFAULT_SAMPLE_BYTES, 256, 16 << 20)
 
 
+def entropy_bytes(options: Mapping[str, object]) -> int:
+    """How many leading bytes the generic `entropy` feature is computed over."""
+    return opt_int(options, "entropy_bytes", DEFAULT_ENTROPY_BYTES, 16, 16 << 20)
+
+
 def header_bytes(options: Mapping[str, object]) -> int:
     """How far into a body header parsers may search (JPEG SOF, MP3 sync, EBML Tracks, ...)."""
     return opt_int(options, "header_bytes", DEFAULT_HEADER_BYTES, 4096, 64 << 20)
@@ -93,7 +99,7 @@ def entropy(sample: bytes) -> float:
 
 def generic(body: bytes, options: Mapping[str, object]) -> Features:
     """Features every body gets: its size and the entropy of a bounded prefix."""
-    return {"bytes": float(len(body)), "entropy": entropy(body[: sample_bytes(options)])}
+    return {"bytes": float(len(body)), "entropy": entropy(body[: entropy_bytes(options)])}
 
 
 def sanitize(raw: object) -> Features:
@@ -120,18 +126,42 @@ def one_hot(prefix: str, name: str) -> Features:
 
 def count_lines(body: bytes, limit: int) -> tuple[float, bool]:
     """Number of lines in `body` (a last line without newline counts) and whether it is an
-    estimate: exact when the body fits in `limit` bytes, else len(body) / mean line length of
-    the complete lines in the first `limit` bytes."""
+    estimate: exact when the body fits in `limit` bytes, else len(body) divided by the mean
+    length of the complete lines in two samples of limit/2 bytes, one from each end (so
+    lines that grow along the file, like increasing ids, do not bias the estimate)."""
     if len(body) <= limit:
         n = body.count(b"\n")
         if body and not body.endswith(b"\n"):
             n += 1
         return float(n), False
-    sample = body[:limit]
-    complete = sample.rfind(b"\n") + 1
-    if complete == 0:
+    half = max(limit // 2, 1)
+    head = body[:half]
+    head_bytes = head.rfind(b"\n") + 1
+    tail = body[-half:]
+    tail_start = tail.find(b"\n") + 1  # the first tail line may be cut: skip it
+    tail_lines = tail.count(b"\n", tail_start) + (0 if tail.endswith(b"\n") else 1)
+    if tail_start == 0:
+        tail_lines, tail_bytes = 0, 0
+    else:
+        tail_bytes = len(tail) - tail_start
+    lines = head.count(b"\n") + tail_lines
+    if lines == 0:
         return 1.0, True
-    return len(body) * sample.count(b"\n") / complete, True
+    return len(body) * lines / (head_bytes + tail_bytes), True
+
+
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+
+
+def count_words(sample: bytes) -> int:
+    """Number of runs of non-whitespace (ASCII whitespace separates words), vectorised."""
+    if not sample:
+        return 0
+    ws = _WHITESPACE[np.frombuffer(sample, dtype=np.uint8)]
+    starts = ~ws
+    starts[1:] &= ws[:-1]
+    return int(starts.sum())
 
 
 def decode_text(sample: bytes) -> str | None:

@@ -22,6 +22,8 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 # Markers without a length field.
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+# TIFF field types we read: SHORT, LONG, LONG8 (BigTIFF).
+_TIFF_TYPES = {3: "H", 4: "I", 16: "Q"}
 
 
 def image_format(head: bytes) -> str | None:
@@ -34,7 +36,7 @@ def image_format(head: bytes) -> str | None:
         return "gif"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return "tiff"
     if head[:2] == b"BM" and len(head) >= 26 and head[6:10] == b"\x00\x00\x00\x00":
         return "bmp"
@@ -133,22 +135,30 @@ def _webp(body: bytes) -> Features:
 
 def _tiff(body: bytes, options: Mapping[str, object]) -> Features:
     endian = "<" if body[:2] == b"II" else ">"
-    (ifd,) = struct.unpack_from(endian + "I", body, 4)
+    big = body[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 64-bit offsets, 20-byte entries
+    if big:
+        (ifd,) = struct.unpack_from(endian + "Q", body, 8)
+        count_fmt, entry_fmt, entry_size, value_at = "Q", "HHQ", 20, 12
+    else:
+        (ifd,) = struct.unpack_from(endian + "I", body, 4)
+        count_fmt, entry_fmt, entry_size, value_at = "H", "HHI", 12, 8
     if ifd < 8 or ifd >= min(len(body), header_bytes(options)):
         raise NotRecognized("TIFF: IFD0 offset out of range")
-    (count,) = struct.unpack_from(endian + "H", body, ifd)
-    count = min(count, max_elements(options))
+    (count,) = struct.unpack_from(endian + count_fmt, body, ifd)
+    first = ifd + struct.calcsize(count_fmt)
     tags: dict[int, int] = {}
-    for i in range(count):
-        tag, typ, n = struct.unpack_from(endian + "HHI", body, ifd + 2 + 12 * i)
+    for i in range(min(count, max_elements(options))):
+        at = first + entry_size * i
+        tag, typ, n = struct.unpack_from(endian + entry_fmt, body, at)
         if n < 1:
             continue
-        if typ == 3:  # SHORT, first value inline
-            (value,) = struct.unpack_from(endian + "H", body, ifd + 2 + 12 * i + 8)
-        elif typ == 4:  # LONG
-            (value,) = struct.unpack_from(endian + "I", body, ifd + 2 + 12 * i + 8)
-        else:
+        fmt = _TIFF_TYPES.get(typ)
+        if fmt is None or (typ == 16 and not big):
             continue
+        where = at + value_at
+        if n * struct.calcsize(fmt) > (8 if big else 4):  # values stored out of line
+            (where,) = struct.unpack_from(endian + ("Q" if big else "I"), body, where)
+        (value,) = struct.unpack_from(endian + fmt, body, where)
         tags[tag] = value
     width, height = tags.get(256, 0), tags.get(257, 0)
     if width == 0 or height == 0:

@@ -15,6 +15,7 @@ from featurizers._util import Features, NotRecognized, count_lines, decode_text,
 
 DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 _PROBE_LINES = 20
+_PROBE_CHARS = 16384
 
 
 def _is_number(field: str) -> bool:
@@ -26,20 +27,25 @@ def _is_number(field: str) -> bool:
 
 
 def delimiter(lines: list[str]) -> str | None:
-    """The candidate delimiter that appears equally often (and at least once) on every line."""
+    """The candidate delimiter that splits every line (quotes respected) into the same number
+    of fields, more than one; the one giving the most fields wins."""
     best: tuple[int, str] | None = None
     for d in DELIMITERS:
-        counts = {line.count(d) for line in lines}
-        if len(counts) == 1 and (n := counts.pop()) > 0 and (best is None or n > best[0]):
+        if not any(d in line for line in lines):
+            continue
+        widths = {len(row) for row in csv.reader(lines, delimiter=d)}
+        if len(widths) == 1 and (n := widths.pop()) > 1 and (best is None or n > best[0]):
             best = (n, d)
     return best[1] if best else None
 
 
-def probe_lines(text: str) -> list[str]:
-    """Up to 20 complete, non-empty lines from the start of a decoded sample."""
-    lines = text.split("\n")
-    if len(lines) > 1:
-        lines = lines[:-1] if not text.endswith("\n") else lines
+def probe_lines(text: str, complete: bool) -> list[str]:
+    """Up to 20 complete, non-empty lines from the start of a decoded sample; the last line
+    is dropped unless `complete` says the sample is the whole body (it may be cut)."""
+    truncated = len(text) > _PROBE_CHARS or not complete
+    lines = text[:_PROBE_CHARS].split("\n", _PROBE_LINES + 1)
+    if len(lines) > _PROBE_LINES + 1 or (truncated and len(lines) > 1):
+        lines = lines[:-1]
     return [ln.rstrip("\r") for ln in lines[:_PROBE_LINES] if ln.strip()]
 
 
@@ -49,7 +55,7 @@ def featurize(body: bytes, options: Mapping[str, object]) -> Features:
     text = decode_text(body[:limit])
     if text is None:
         raise NotRecognized("table: not UTF-8 text")
-    lines = probe_lines(text)
+    lines = probe_lines(text, complete=len(body) <= limit)
     if not lines:
         raise NotRecognized("table: empty")
     delim = delimiter(lines) or ","
@@ -67,7 +73,7 @@ def featurize(body: bytes, options: Mapping[str, object]) -> Features:
             f"delimiter.{DELIMITERS[delim]}": 1.0}
 
 
-def looks_like_table(text: str) -> bool:
+def looks_like_table(text: str, complete: bool) -> bool:
     """Heuristic for `auto`: at least two lines with a consistent delimiter."""
-    lines = probe_lines(text)
+    lines = probe_lines(text, complete)
     return len(lines) >= 2 and delimiter(lines) is not None
