@@ -266,6 +266,10 @@ class Scheduler:
         return Placement(PlacementKind.COLD, size, node_id=node_id, evict=evict, reason=reason)
 
     def _find_warm(self, pool: _FunctionPool, size: Size) -> Placement | None:
+        exact = pool.idle.get((size.gpu, size.memory_mib, size.cpu_millicores))
+        if exact:
+            # the decided size itself: smallest memory that fits and no resize, in both modes
+            return self._warm_placement(next(reversed(exact.values())), size)
         keys = pool.keys
         n = len(keys)
         gpu = size.gpu
@@ -280,8 +284,8 @@ class Scheduler:
                 j += 1
             if resize:
                 # same memory class: the exact CPU first (no resize at all), then smallest CPU
-                exact = (gpu, mem, want_cpu)
-                order = [exact] if exact in pool.idle else []
+                same_cpu = (gpu, mem, want_cpu)
+                order = [same_cpu] if same_cpu in pool.idle else []
                 order.extend(k for k in keys[i:j] if k[2] != want_cpu)
                 for k in order:
                     bucket = pool.idle[k]
