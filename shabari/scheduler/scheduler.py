@@ -4,9 +4,9 @@ Every driver uses the same object: the gateway under the wall clock, the simulat
 simulated clock (hundreds of thousands of invocations per policy), tests under a fake clock.
 So it is pure (no I/O, no clock, no global state; `now` is passed in) and fast: `place` looks
 only at the idle pods of the invocation's own function, kept in per-function buckets by size
-class, so it costs O(size classes of that function) when a warm pod fits; a cold start
-additionally scans the nodes once (best fit), and only a full cluster walks the idle pods in
-least-recently-used order to find what to evict.
+class, so it costs O(size classes of that function) when a warm pod fits (O(1) for the
+exact size); a cold start finds its node in O(log nodes) through a sorted free-CPU index, and
+only a full cluster walks the idle pods in least-recently-used order to find what to evict.
 
 Protocol: `place` decides and mutates nothing (safe to call speculatively); `commit` applies a
 placement and returns the pod; `release` marks the invocation finished; `expire` hands back
