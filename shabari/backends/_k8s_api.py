@@ -23,9 +23,24 @@ from typing import Any, cast
 
 import aiohttp
 
+from shabari.backends._options import opt_bool, opt_float, opt_str
 from shabari.core.errors import BackendError, BackendUnavailableError, ConfigError
 
-__all__ = ["KubeApi", "KubeApiError", "KubeConfig", "KubeConflictError", "KubeNotFoundError"]
+__all__ = [
+    "API_OPTIONS",
+    "KubeApi",
+    "KubeApiError",
+    "KubeConfig",
+    "KubeConflictError",
+    "KubeForbiddenError",
+    "KubeNotFoundError",
+]
+
+#: backend options that configure the API connection (shared by kubernetes and knative)
+API_OPTIONS = (
+    "api_url", "token", "ca_file", "client_cert", "client_key", "insecure_skip_tls_verify",
+    "namespace", "api_timeout_s", "kubeconfig", "context",
+)
 
 #: content type of a strategic merge patch (what kubectl sends for `kubectl patch`)
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
@@ -49,6 +64,10 @@ class KubeConflictError(KubeApiError):
     """409: the object already exists or changed under us."""
 
 
+class KubeForbiddenError(BackendUnavailableError):
+    """403: authenticated, but RBAC does not allow this verb on this resource."""
+
+
 @dataclass(frozen=True, slots=True)
 class KubeConfig:
     """Where the API server is and how to authenticate to it."""
@@ -62,32 +81,37 @@ class KubeConfig:
     verify_tls: bool = True
     timeout_s: float = 10.0
 
-    @classmethod
-    async def load(cls, options: Mapping[str, object]) -> KubeConfig:
-        """Build from backend options; fall back to in-cluster files, then the kubeconfig.
+    @staticmethod
+    def validate(options: Mapping[str, object], backend: str) -> None:
+        """Check the API options now (at construction), not when `load` runs at start."""
+        for key in ("namespace", "api_url", "token", "ca_file", "client_cert", "client_key",
+                    "kubeconfig", "context"):
+            opt_str(options, key, backend)
+        opt_float(options, "api_timeout_s", backend, 10.0)
+        opt_bool(options, "insecure_skip_tls_verify", backend, False)
 
-        Options: `api_url`, `token`, `ca_file`, `client_cert`, `client_key`,
-        `insecure_skip_tls_verify`, `namespace`, `api_timeout_s`, `kubeconfig`, `context`.
-        """
-        namespace = _opt_str(options, "namespace") or "default"
-        timeout_s = _opt_float(options, "api_timeout_s", 10.0)
-        api_url = _opt_str(options, "api_url")
+    @classmethod
+    async def load(cls, options: Mapping[str, object], backend: str = "kubernetes") -> KubeConfig:
+        """Build from backend options (`API_OPTIONS`); else in-cluster files, else kubeconfig."""
+        namespace = opt_str(options, "namespace", backend, "default") or "default"
+        timeout_s = opt_float(options, "api_timeout_s", backend, 10.0)
+        api_url = opt_str(options, "api_url", backend)
         if api_url:
             return cls(
                 server=api_url.rstrip("/"),
                 namespace=namespace,
-                token=_opt_str(options, "token"),
-                ca_file=_opt_str(options, "ca_file"),
-                client_cert=_opt_str(options, "client_cert"),
-                client_key=_opt_str(options, "client_key"),
-                verify_tls=not bool(options.get("insecure_skip_tls_verify", False)),
+                token=opt_str(options, "token", backend),
+                ca_file=opt_str(options, "ca_file", backend),
+                client_cert=opt_str(options, "client_cert", backend),
+                client_key=opt_str(options, "client_key", backend),
+                verify_tls=not opt_bool(options, "insecure_skip_tls_verify", backend, False),
                 timeout_s=timeout_s,
             )
         # Reading kubeconfig / service-account files is blocking I/O: keep it off the loop.
         return await asyncio.to_thread(
             _load_with_official_client,
-            _opt_str(options, "kubeconfig"),
-            _opt_str(options, "context"),
+            opt_str(options, "kubeconfig", backend),
+            opt_str(options, "context", backend),
             namespace,
             timeout_s,
         )
@@ -126,28 +150,6 @@ def _load_with_official_client(
         verify_tls=bool(cfg.verify_ssl),
         timeout_s=timeout_s,
     )
-
-
-def _opt_str(options: Mapping[str, object], key: str) -> str | None:
-    value = options.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"option {key!r} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _opt_float(options: Mapping[str, object], key: str, default: float) -> float:
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"option {key!r} must be a number, got {value!r}")
-    try:
-        result = float(value)
-    except ValueError:
-        raise ConfigError(f"option {key!r} must be a number, got {value!r}") from None
-    if not result > 0:
-        raise ConfigError(f"option {key!r} must be > 0, got {value!r}")
-    return result
 
 
 class KubeApi:
@@ -301,7 +303,7 @@ def _status_error(method: str, path: str, status: int, raw: bytes) -> BackendErr
             "Kubernetes API authentication failed", detail=f"{where}: {message}"
         )
     if status == 403:
-        return BackendUnavailableError(
+        return KubeForbiddenError(
             "Kubernetes API forbade the request (check the RBAC rules in docs/platforms.md)",
             detail=f"{where}: {message}",
         )

@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 
@@ -37,11 +37,20 @@ from shabari.backends._http import (
     result_from_reply,
 )
 from shabari.backends._k8s_api import (
+    API_OPTIONS,
     MERGE_PATCH,
     KubeApi,
     KubeConfig,
     KubeConflictError,
     KubeNotFoundError,
+)
+from shabari.backends._options import (
+    check_keys,
+    opt_bool,
+    opt_float,
+    opt_int,
+    opt_str,
+    opt_str_mapping,
 )
 from shabari.backends.base import InvocationResult, PodHandle
 from shabari.core import FunctionSpec, NodeCapacity, NodeId, PodId, Size
@@ -51,7 +60,7 @@ from shabari.core.errors import (
     ConfigError,
     ResizeRejectedError,
 )
-from shabari.core.units import format_cpu, format_memory
+from shabari.core.units import format_cpu, format_memory, parse_cpu, parse_memory
 
 __all__ = [
     "TAG_HEADER",
@@ -66,6 +75,11 @@ __all__ = [
 TAG_HEADER = "Knative-Serving-Tag"
 SERVING = "/apis/serving.knative.dev/v1"
 GPU_RESOURCE = "nvidia.com/gpu"
+#: options of the knative backend besides the API connection's (docs/platforms.md)
+OPTION_KEYS = (
+    "ingress_url", "manage_variants", "image_prefix", "images", "routes", "ready_timeout_s",
+    "poll_interval_s", "cold_start_threshold_ms", "cpu", "memory", "gpus",
+)
 
 
 def variant_tag(size: Size) -> str:
@@ -173,27 +187,27 @@ class KnativeBackend:
         self, options: Mapping[str, object] | None = None, *, config: KubeConfig | None = None
     ) -> None:
         opts = dict(options or {})
-        ingress = opts.get("ingress_url")
-        if not isinstance(ingress, str) or not ingress:
+        b = "knative"
+        check_keys(opts, (*API_OPTIONS, *OPTION_KEYS), b)
+        KubeConfig.validate(opts, b)
+        ingress = opt_str(opts, "ingress_url", b)
+        if not ingress:
             raise ConfigError("knative backend: option 'ingress_url' is required "
                               "(the Knative ingress, e.g. http://kourier.kourier-system)")
         self.ingress_url = ingress.rstrip("/")
         self._raw_options = opts
         self._config = config
-        self.manage_variants = bool(opts.get("manage_variants", False))
-        self.image_prefix = str(opts.get("image_prefix") or "ghcr.io/shabari/function-")
-        self._images = {str(k): str(v) for k, v in
-                        cast(Mapping[str, object], opts.get("images") or {}).items()}
-        self.ready_timeout_s = float(cast(float, opts.get("ready_timeout_s", 60.0)))
-        self.poll_interval_s = float(cast(float, opts.get("poll_interval_s", 0.5)))
-        self.cold_start_threshold_ms = float(
-            cast(float, opts.get("cold_start_threshold_ms", 500.0)))
-        self._route_names = {str(k): str(v) for k, v in
-                             cast(Mapping[str, object], opts.get("routes") or {}).items()}
+        self.manage_variants = opt_bool(opts, "manage_variants", b, False)
+        self.image_prefix = opt_str(opts, "image_prefix", b, "ghcr.io/shabari/function-") or ""
+        self._images = opt_str_mapping(opts, "images", b)
+        self._route_names = opt_str_mapping(opts, "routes", b)
+        self.ready_timeout_s = opt_float(opts, "ready_timeout_s", b, 60.0)
+        self.poll_interval_s = opt_float(opts, "poll_interval_s", b, 0.5)
+        self.cold_start_threshold_ms = opt_float(opts, "cold_start_threshold_ms", b, 500.0)
         self._nodes = (NodeCapacity(NodeId("knative"),
-                                    int(cast(int, opts.get("cpu_millicores", 64_000))),
-                                    int(cast(int, opts.get("memory_mib", 256 * 1024))),
-                                    int(cast(int, opts.get("gpus", 0)))),)
+                                    parse_cpu(str(opts.get("cpu", "64"))),
+                                    parse_memory(str(opts.get("memory", "256Gi"))),
+                                    opt_int(opts, "gpus", b, 0, minimum=0)),)
         self._api: KubeApi | None = None
         self._http: aiohttp.ClientSession | None = None
         self._routes: dict[str, _Route] = {}

@@ -46,7 +46,22 @@ from shabari.backends._http import (
     raise_failed,
     result_from_reply,
 )
-from shabari.backends._k8s_api import KubeApi, KubeConfig, KubeNotFoundError
+from shabari.backends._k8s_api import (
+    API_OPTIONS,
+    KubeApi,
+    KubeConfig,
+    KubeForbiddenError,
+    KubeNotFoundError,
+)
+from shabari.backends._options import (
+    check_keys,
+    opt_bool,
+    opt_float,
+    opt_int,
+    opt_mapping,
+    opt_str,
+    opt_str_mapping,
+)
 from shabari.backends.base import InvocationResult, PodHandle
 from shabari.core import FunctionSpec, NodeCapacity, NodeId, PodId, Size
 from shabari.core.errors import (
@@ -58,7 +73,7 @@ from shabari.core.errors import (
 )
 from shabari.core.units import format_cpu, format_memory, parse_cpu, parse_memory
 
-__all__ = ["KubernetesBackend", "KubernetesOptions", "pod_name_for"]
+__all__ = ["OPTION_KEYS", "KubernetesBackend", "KubernetesOptions", "parse_nodes", "pod_name_for"]
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_FUNCTION = "shabari.dev/function"
@@ -108,72 +123,69 @@ class KubernetesOptions:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> KubernetesOptions:
-        kwargs: dict[str, Any] = {}
-        for key in ("image_prefix", "container", "gateway_id"):
-            if key in options:
-                kwargs[key] = _as_str(options[key], key)
-        for key in ("ready_timeout_s", "resize_timeout_s", "resize_deferred_wait_s",
-                    "poll_interval_s"):
-            if key in options:
-                kwargs[key] = _as_positive(options[key], key)
-        for key in ("port", "delete_grace_period_s"):
-            if key in options:
-                kwargs[key] = int(_as_positive(options[key], key))
-        if "bind_nodes" in options:
-            kwargs["bind_nodes"] = bool(options["bind_nodes"])
-        if "images" in options:
-            kwargs["images"] = {str(k): _as_str(v, f"images.{k}")
-                                for k, v in _as_mapping(options["images"], "images").items()}
-        if "pod_templates" in options:
-            kwargs["pod_templates"] = {
-                str(k): _as_mapping(v, f"pod_templates.{k}")
-                for k, v in _as_mapping(options["pod_templates"], "pod_templates").items()
-            }
-        if "nodes" in options:
-            kwargs["fallback_nodes"] = _parse_nodes(options["nodes"])
-        return cls(**kwargs)
+        b = "kubernetes"
+        check_keys(options, (*API_OPTIONS, *OPTION_KEYS), b)
+        defaults = cls()
+        nodes = options.get("nodes")
+        return cls(
+            images=opt_str_mapping(options, "images", b),
+            image_prefix=opt_str(options, "image_prefix", b, defaults.image_prefix)
+            or defaults.image_prefix,
+            pod_templates={str(k): _template(v, str(k)) for k, v in
+                           opt_mapping(options, "pod_templates", b).items()},
+            container=opt_str(options, "container", b, defaults.container) or defaults.container,
+            port=opt_int(options, "port", b, defaults.port),
+            bind_nodes=opt_bool(options, "bind_nodes", b, defaults.bind_nodes),
+            gateway_id=opt_str(options, "gateway_id", b, defaults.gateway_id)
+            or defaults.gateway_id,
+            ready_timeout_s=opt_float(options, "ready_timeout_s", b, defaults.ready_timeout_s),
+            resize_timeout_s=opt_float(options, "resize_timeout_s", b,
+                                       defaults.resize_timeout_s),
+            resize_deferred_wait_s=opt_float(options, "resize_deferred_wait_s", b,
+                                             defaults.resize_deferred_wait_s, positive=False),
+            delete_grace_period_s=opt_int(options, "delete_grace_period_s", b,
+                                          defaults.delete_grace_period_s, minimum=0),
+            poll_interval_s=opt_float(options, "poll_interval_s", b, defaults.poll_interval_s),
+            fallback_nodes=defaults.fallback_nodes if nodes is None else parse_nodes(nodes, b),
+        )
 
     def image_for(self, function: str) -> str:
         return self.images.get(function) or f"{self.image_prefix}{function}"
 
 
-def _as_str(value: object, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"option {key!r} must be a non-empty string, got {value!r}")
-    return value
+#: KubernetesOptions keys accepted from the config file (besides the API connection's)
+OPTION_KEYS = (
+    "images", "image_prefix", "pod_templates", "container", "port", "bind_nodes", "gateway_id",
+    "ready_timeout_s", "resize_timeout_s", "resize_deferred_wait_s", "delete_grace_period_s",
+    "poll_interval_s", "nodes",
+)
 
 
-def _as_positive(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"option {key!r} must be a positive number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"option {key!r} must be a positive number, got {value!r}") from None
-    if not number > 0:
-        raise ConfigError(f"option {key!r} must be a positive number, got {value!r}")
-    return number
-
-
-def _as_mapping(value: object, key: str) -> Mapping[str, Any]:
+def _template(value: object, function: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise ConfigError(f"option {key!r} must be a mapping, got {type(value).__name__}")
+        raise ConfigError(f"kubernetes backend: pod_templates.{function} must be a Pod "
+                          f"manifest (mapping), got {type(value).__name__}")
     return cast(Mapping[str, Any], value)
 
 
-def _parse_nodes(value: object) -> tuple[NodeCapacity, ...]:
+def parse_nodes(value: object, backend: str) -> tuple[NodeCapacity, ...]:
+    """The `nodes` option: a list of `{name, cpu, memory, gpu}` (Kubernetes quantities)."""
     if not isinstance(value, list | tuple) or not value:
-        raise ConfigError("option 'nodes' must be a non-empty list of {name, cpu, memory}")
+        raise ConfigError(f"{backend} backend: option 'nodes' must be a non-empty list of "
+                          "{name, cpu, memory, gpu}")
     nodes = []
     for i, raw in enumerate(value):
-        item = _as_mapping(raw, f"nodes[{i}]")
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{backend} backend: nodes[{i}] must be a mapping, got {raw!r}")
         try:
             nodes.append(NodeCapacity(
-                NodeId(str(item.get("name", f"node-{i}"))),
-                parse_cpu(item["cpu"]), parse_memory(item["memory"]), int(item.get("gpu", 0)),
+                NodeId(str(raw.get("name", f"node-{i}"))),
+                parse_cpu(raw["cpu"]), parse_memory(raw["memory"]), int(raw.get("gpu", 0)),
             ))
         except KeyError as exc:
-            raise ConfigError(f"option nodes[{i}] lacks {exc}") from None
+            raise ConfigError(f"{backend} backend: nodes[{i}] lacks {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{backend} backend: nodes[{i}]: {exc}") from None
     return tuple(nodes)
 
 
@@ -215,6 +227,7 @@ class KubernetesBackend:
     ) -> None:
         self._raw_options: Mapping[str, object] = dict(options or {})
         self.options = KubernetesOptions.from_mapping(self._raw_options)
+        KubeConfig.validate(self._raw_options, "kubernetes")
         self._config = config
         self._api: KubeApi | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -285,12 +298,8 @@ class KubernetesBackend:
         """Read node capacity once; without RBAC to list nodes, keep the configured fallback."""
         try:
             listing = await self.api.get("/api/v1/nodes")
-        except BackendUnavailableError as exc:
-            if "forbade" in exc.message:
-                return  # no RBAC for nodes: the configured capacity stands
-            raise
-        except KubeNotFoundError:
-            return
+        except (KubeForbiddenError, KubeNotFoundError):
+            return  # no RBAC for nodes (optional): the configured capacity stands
         nodes = []
         for item in listing.get("items", []):
             name = str(item.get("metadata", {}).get("name", ""))

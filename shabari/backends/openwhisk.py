@@ -32,6 +32,7 @@ configured for the function.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -44,6 +45,14 @@ from typing import Any, cast
 import aiohttp
 
 from shabari.backends._http import raise_failed, timeout_error
+from shabari.backends._options import (
+    check_keys,
+    opt_bool,
+    opt_float,
+    opt_int,
+    opt_str,
+    opt_str_mapping,
+)
 from shabari.backends.base import InvocationResult, PodHandle
 from shabari.core import FunctionSpec, NodeCapacity, NodeId, PodId, Size
 from shabari.core.errors import (
@@ -55,8 +64,15 @@ from shabari.core.errors import (
     ResizeRejectedError,
 )
 from shabari.core.types import Outcome, OutcomeStatus
+from shabari.core.units import parse_cpu, parse_memory
 
-__all__ = ["ADAPTER", "OpenWhiskBackend", "action_name"]
+__all__ = ["ADAPTER", "OPTION_KEYS", "OpenWhiskBackend", "action_name"]
+
+#: options of the openwhisk backend (docs/platforms.md)
+OPTION_KEYS = (
+    "api_host", "auth", "namespace", "insecure", "api_timeout_s", "action_timeout_ms",
+    "memory_per_vcpu_mib", "images", "code_paths", "functions_root", "cpu", "memory",
+)
 
 #: appended to the function's handler.py to make an OpenWhisk python:3 action of it
 ADAPTER = '''
@@ -125,38 +141,34 @@ class OpenWhiskBackend:
 
     def __init__(self, options: Mapping[str, object] | None = None) -> None:
         opts = dict(options or {})
-        api_host = str(opts.get("api_host") or opts.get("apihost") or "")
+        b = "openwhisk"
+        check_keys(opts, OPTION_KEYS, b)
+        api_host = opt_str(opts, "api_host", b)
         if not api_host:
             raise ConfigError("openwhisk backend: option 'api_host' is required "
                               "(e.g. https://openwhisk.example.com)")
         if "://" not in api_host:
             api_host = "https://" + api_host
         self.api_host = api_host.rstrip("/")
-        auth = str(opts.get("auth") or "")
-        user, sep, key = auth.partition(":")
+        user, sep, key = (opt_str(opts, "auth", b) or "").partition(":")
         if not sep or not user or not key:
             raise ConfigError("openwhisk backend: option 'auth' must be 'uuid:key' "
                               "(the AUTH line of ~/.wskprops)")
         self._authorization = "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()
-        self.namespace = str(opts.get("namespace") or "_")
-        self.insecure = bool(opts.get("insecure", False))
-        self.api_timeout_s = float(cast(float, opts.get("api_timeout_s", 10.0)))
+        self.namespace = opt_str(opts, "namespace", b, "_") or "_"
+        self.insecure = opt_bool(opts, "insecure", b, False)
+        self.api_timeout_s = opt_float(opts, "api_timeout_s", b, 10.0)
         #: per-action time limit in ms (OpenWhisk's default maximum is 300000)
-        self.action_timeout_ms = int(cast(int, opts.get("action_timeout_ms", 60_000)))
-        ratio = opts.get("memory_per_vcpu_mib")
-        self.memory_per_vcpu_mib = None if ratio is None else float(cast(float, ratio))
-        self._images = {str(k): str(v) for k, v in
-                        cast(Mapping[str, object], opts.get("images") or {}).items()}
-        self._code_paths = {str(k): Path(str(v)) for k, v in
-                            cast(Mapping[str, object], opts.get("code_paths") or {}).items()}
-        self._functions_root = (Path(str(opts["functions_root"]))
-                                if opts.get("functions_root") else None)
-        nodes = opts.get("nodes")
-        self._nodes = (
-            (NodeCapacity(NodeId("openwhisk"), int(cast(int, opts.get("cpu_millicores", 64_000))),
-                          int(cast(int, opts.get("memory_mib", 256 * 1024)))),)
-            if nodes is None else cast(tuple[NodeCapacity, ...], tuple(nodes))  # type: ignore[arg-type]
-        )
+        self.action_timeout_ms = opt_int(opts, "action_timeout_ms", b, 60_000)
+        self.memory_per_vcpu_mib = (None if opts.get("memory_per_vcpu_mib") is None
+                                    else opt_float(opts, "memory_per_vcpu_mib", b, 1.0))
+        self._images = opt_str_mapping(opts, "images", b)
+        self._code_paths = {k: Path(v) for k, v in opt_str_mapping(opts, "code_paths", b).items()}
+        root = opt_str(opts, "functions_root", b)
+        self._functions_root = Path(root) if root else None
+        self._nodes = (NodeCapacity(NodeId("openwhisk"),
+                                    parse_cpu(str(opts.get("cpu", "64"))),
+                                    parse_memory(str(opts.get("memory", "256Gi")))),)
         self._session: aiohttp.ClientSession | None = None
         self._pods: dict[PodId, _Pod] = {}
         self._prepared: dict[str, set[str]] = {}
@@ -222,7 +234,7 @@ class OpenWhiskBackend:
         if any(s.gpu for s in spec.sizes):
             raise ConfigError(f"openwhisk backend: {spec.name} declares GPU sizes",
                               detail="OpenWhisk actions cannot request GPUs")
-        source = self._source(spec.name)
+        source = await asyncio.to_thread(self._source, spec.name)  # file I/O off the loop
         done = self._prepared.setdefault(spec.name, set())
         for memory in sorted({self.variant_memory(s) for s in spec.sizes}):
             name = action_name(spec.name, memory)

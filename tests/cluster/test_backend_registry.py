@@ -38,8 +38,24 @@ class TestCreateBackend:
     def test_bad_options_name_the_option(self) -> None:
         with pytest.raises(ConfigError, match="ready_timeout_s"):
             create_backend("kubernetes", {"ready_timeout_s": "soon"})
+        with pytest.raises(ConfigError, match="api_timeout_s"):
+            create_backend("kubernetes", {"api_timeout_s": -1})
+        with pytest.raises(ConfigError, match="nodes"):
+            create_backend("kubernetes", {"nodes": [{"name": "n1", "cpu": "4"}]})
         with pytest.raises(ConfigError, match="ingress_url"):
             create_backend("knative", {})
+        with pytest.raises(ConfigError, match="manage_variants"):
+            create_backend("knative", {"ingress_url": "http://x", "manage_variants": "maybe"})
+        with pytest.raises(ConfigError, match="action_timeout_ms"):
+            create_backend("openwhisk", {"api_host": "x", "auth": "u:k",
+                                         "action_timeout_ms": "long"})
+
+    def test_misspelt_options_are_caught(self) -> None:
+        with pytest.raises(ConfigError, match="unknown option 'ingres_url'") as info:
+            create_backend("knative", {"ingres_url": "http://x"})
+        assert "ingress_url" in info.value.detail  # the known options are listed
+        with pytest.raises(ConfigError, match="unknown option 'pod_template'"):
+            create_backend("kubernetes", {"pod_template": {}})
 
     def test_openwhisk_reads_wskprops(self, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
