@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+#: bins per unit of ln(1 + value), unless configured otherwise
+DEFAULT_TILES = 2.0
 
 #: characters VW's text format reserves (namespace bar, value colon, whitespace)
 _VW_RESERVED = str.maketrans({c: "_" for c in " \t\n\r|:'\""})
@@ -39,32 +43,70 @@ def scaled_features(features: Mapping[str, float]) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     bad = False
+    log1p = math.log1p
     for key, value in features.items():
-        if isinstance(value, str | bytes):
+        kind = type(value)
+        if kind is float or kind is int:
+            v = float(value)
+        elif isinstance(value, str | bytes):
             bad = True
             continue
-        try:
-            v = float(value)  # ints, floats, numpy scalars
-        except (TypeError, ValueError, OverflowError):
+        else:
+            try:
+                v = float(value)  # numpy scalars, bools, Decimals
+            except (TypeError, ValueError, OverflowError):
+                bad = True
+                continue
+        if v - v != 0.0:  # NaN or +-inf
             bad = True
             continue
-        if not math.isfinite(v):
-            bad = True
-            continue
-        out[vw_name(str(key))] = math.copysign(math.log1p(abs(v)), v)
+        name = _NAME_CACHE.get(key) if type(key) is str else None
+        if name is None:
+            name = vw_name(str(key))
+        out[name] = log1p(v) if v >= 0.0 else -log1p(-v)
     if bad:
-        out["nonfinite"] = 1.0
+        out["nonfinite"] = _LOG2
     return out
 
 
-def shared_line(scaled: Mapping[str, float], slo_ms: float | None, tiles: float) -> str:
-    """The VW `shared` line: numbers plus two offset tilings of each, and the SLO."""
-    parts = ["shared |S"]
-    append = parts.append
-    items = list(scaled.items())
-    if slo_ms is not None and slo_ms > 0 and math.isfinite(slo_ms):
-        items.append(("_slo", math.log1p(slo_ms)))
-    for name, x in items:
+#: ln(1 + 1): the scaled value of a 0/1 indicator feature that is set
+_LOG2 = math.log(2.0)
+
+
+def tile_keys(scaled: Mapping[str, float], tiles: float) -> tuple[str, ...]:
+    """Two offset one-hot bins per scaled number (none for 0/1 indicators: nothing to bin)."""
+    if tiles <= 0:
+        return ()
+    out: list[str] = []
+    append = out.append
+    floor = math.floor
+    for name, x in scaled.items():
+        if x == 0.0 or x == _LOG2:
+            continue
         t = x * tiles
-        append(f"{name}:{x:.4f} {name}~{math.floor(t)} {name}^{math.floor(t + 0.5)}")
+        append(f"{name}~{floor(t)}")
+        append(f"{name}^{floor(t + 0.5)}")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureVector:
+    """One input's features as both models read them; computed once per decision."""
+
+    scaled: dict[str, float]
+    tiles: tuple[str, ...]
+
+    @classmethod
+    def of(cls, features: Mapping[str, float], tiles: float = DEFAULT_TILES) -> FeatureVector:
+        scaled = scaled_features(features)
+        return cls(scaled, tile_keys(scaled, tiles))
+
+
+def shared_line(fv: FeatureVector, slo_ms: float | None, tiles: float) -> str:
+    """The VW `shared` line: the numbers, their tiles, and the (log) SLO with its tiles."""
+    parts = ["shared |S", *(f"{k}:{x:.4f}" for k, x in fv.scaled.items()), *fv.tiles]
+    if slo_ms is not None and slo_ms > 0 and math.isfinite(slo_ms):
+        x = math.log1p(slo_ms)
+        parts.append(f"_slo:{x:.4f}")
+        parts.extend(tile_keys({"_slo": x}, tiles))
     return " ".join(parts)

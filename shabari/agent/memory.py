@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shabari.agent.encoding import FeatureVector
 from shabari.core.errors import ConfigError
 
 
@@ -36,8 +37,6 @@ class MemoryConfig:
     #: step sizes shrink as 1/sqrt(updates) up to this many updates, then stay constant, so
     #: the model keeps tracking (and an OOM's push up decays instead of staying forever)
     step_floor_after: float = 100.0
-    #: one-hot bins per unit of ln(1 + feature) (0: purely linear in the log features)
-    tiles: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.quantile < 1.0:
@@ -60,69 +59,81 @@ class QuantileMemoryModel:
         self._counts: dict[str, float] = {}
         self._mean: dict[str, float] = {}
 
-    def _centred(self, x: Mapping[str, float]) -> dict[str, float]:
-        """Numbers centred on their running mean, plus two offset one-hot tilings of each.
+    def _centred(self, fv: FeatureVector) -> dict[str, float]:
+        """Numbers centred on their running mean, plus the input's one-hot tiles.
 
         The tiles let the linear model bend: peak memory is often affine in the input size
         (a fixed runtime plus a per-byte part), which is not a straight line in log-log.
         """
         mean = self._mean
-        tiles = self.config.tiles
-        out: dict[str, float] = {}
-        for k, v in x.items():
-            out[k] = v - mean.get(k, v)
-            if tiles > 0:
-                t = v * tiles
-                out[f"{k}~{math.floor(t)}"] = 1.0
-                out[f"{k}^{math.floor(t + 0.5)}"] = 1.0
+        out = {k: v - mean.get(k, v) for k, v in fv.scaled.items()}
+        for key in fv.tiles:
+            out[key] = 1.0
         return out
 
     def _raw(self, xc: Mapping[str, float]) -> float:
         w = self.weights
         return self.bias + sum(w.get(k, 0.0) * v for k, v in xc.items())
 
-    def predict_mib(self, x: Mapping[str, float]) -> float | None:
+    def predict_mib(self, x: FeatureVector | Mapping[str, float]) -> float | None:
         """Predicted high-quantile peak (MiB) with margin, or None while still unsure."""
         if self.samples < self.config.min_samples:
             return None
-        return math.exp(self._raw(self._centred(x))) * (1.0 + self.config.margin)
+        fv = x if isinstance(x, FeatureVector) else FeatureVector.of(x)
+        return math.exp(self._raw(self._centred(fv))) * (1.0 + self.config.margin)
 
-    def learn(self, x: Mapping[str, float], peak_mib: float) -> None:
+    def learn(self, x: FeatureVector | Mapping[str, float], peak_mib: float) -> None:
         """One observed peak (ignored when not a positive finite number)."""
         if not (peak_mib > 0 and math.isfinite(peak_mib)):
             return
+        fv = x if isinstance(x, FeatureVector) else FeatureVector.of(x)
         y = math.log(peak_mib)
         if not self._started:
             self.bias = y
             self._started = True
         self.samples += 1
         n = self.samples
-        for k, v in x.items():  # running means for centring
-            m = self._mean.get(k)
-            self._mean[k] = v if m is None else m + (v - m) / n
-        xc = self._centred(x)
-        pred = self._raw(xc)
+        mean = self._mean
+        weights = self.weights
+        # one pass: update the running means (for centring), centre, predict, and |x|^2
+        xc: list[tuple[str, float]] = []
+        pred = self.bias
+        norm = 1.0
+        for k, v in fv.scaled.items():
+            m = mean.get(k)
+            m = v if m is None else m + (v - m) / n
+            mean[k] = m
+            c = v - m
+            if c != 0.0:
+                xc.append((k, c))
+                pred += weights.get(k, 0.0) * c
+                norm += c * c
+        for k in fv.tiles:
+            xc.append((k, 1.0))
+            pred += weights.get(k, 0.0)
+            norm += 1.0
         tau = self.config.quantile
         # d pinball / d pred: -tau when under-predicting, (1 - tau) when over-predicting
         g = -tau if y > pred else (1.0 - tau)
         # per-coordinate 1/sqrt(updates) steps: unlike AdaGrad (whose first step is lr times
         # the sign of the gradient), this keeps the pinball loss's asymmetry from the start,
-        # so one low sample cannot undo what an under-prediction (or an OOM) taught
+        # so one low sample cannot undo what an under-prediction (or an OOM) taught;
         # and divide by 1 + |x|^2 so one step moves the prediction by at most lr (in log MiB)
         # however many features and tiles are active
-        lr = self.config.learning_rate / (1.0 + sum(v * v for v in xc.values()))
+        step = self.config.learning_rate * g / norm
         cap = self.config.step_floor_after
         self._bias_n += 1.0
-        self.bias -= lr * g / math.sqrt(min(self._bias_n, cap))
-        for k, v in xc.items():
-            if v == 0.0:
-                continue
-            count = self._counts.get(k, 0.0) + 1.0
-            self._counts[k] = count
-            self.weights[k] = self.weights.get(k, 0.0) - lr * g * v / math.sqrt(min(count, cap))
+        self.bias -= step / math.sqrt(min(self._bias_n, cap))
+        counts = self._counts
+        sqrt = math.sqrt
+        for k, c in xc:
+            count = counts.get(k, 0.0) + 1.0
+            counts[k] = count
+            weights[k] = weights.get(k, 0.0) - step * c / sqrt(count if count < cap else cap)
 
-    def learn_oom(self, x: Mapping[str, float], limit_mib: float) -> None:
+    def learn_oom(self, x: FeatureVector | Mapping[str, float], limit_mib: float) -> None:
         """The function was killed at `limit_mib`: its peak is above it. Push hard."""
+        fv = x if isinstance(x, FeatureVector) else FeatureVector.of(x)
         self.ooms += 1
         if not (limit_mib > 0 and math.isfinite(limit_mib)):
             return
@@ -134,9 +145,9 @@ class QuantileMemoryModel:
             # one ordinary step (the peak exceeded the limit), then project: lift the prediction
             # at x exactly to the target, spread over the active coordinates (normalized LMS),
             # so inputs that share no tiles with this one are barely affected
-            self.learn(x, limit_mib * self.config.oom_factor)
+            self.learn(fv, limit_mib * self.config.oom_factor)
             self.samples -= 1  # the synthetic target is not an observed peak
-            xc = self._centred(x)
+            xc = self._centred(fv)
             shortfall = target - self._raw(xc)
             if shortfall > 0:
                 step = shortfall / (1.0 + sum(v * v for v in xc.values()))

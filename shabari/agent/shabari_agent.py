@@ -26,7 +26,7 @@ import random
 from dataclasses import dataclass, field
 
 from shabari.agent.bandit import FunctionModel, action_key, actions_for
-from shabari.agent.encoding import scaled_features, shared_line
+from shabari.agent.encoding import FeatureVector, shared_line
 from shabari.agent.memory import MemoryConfig
 from shabari.agent.policy import LearningState, Phase
 from shabari.agent.vw import VWConfig
@@ -67,7 +67,7 @@ class AgentConfig:
 class _Encoded:
     """What `decide` computed that `learn` needs again (kept per pending decision)."""
 
-    scaled: dict[str, float]
+    features: FeatureVector
     shared: str
     actions: list[str]
 
@@ -95,9 +95,11 @@ class ShabariAgent:
         actions = actions_for(spec)
         if model is not None and self._action_keys.get(spec.name) == action_key(actions):
             model.actions = actions  # a restored model meets its spec
+            model.largest = spec.largest
             return model
         rng = random.Random(f"{self.seed}:{spec.name}")
         model = FunctionModel(actions, rng, self.config.vw, self.config.memory)
+        model.largest = spec.largest
         self._models[spec.name] = model
         self._action_keys[spec.name] = action_key(actions)
         return model
@@ -113,15 +115,18 @@ class ShabariAgent:
             return "exploring"
         return "learned"
 
-    def _encode(self, ctx: DecisionContext, model: FunctionModel,
-                scaled: dict[str, float]) -> _Encoded:
-        memory = model.memory.predict_mib(scaled)
+    def _encode(self, ctx: DecisionContext, model: FunctionModel, fv: FeatureVector,
+                memory: float | None) -> _Encoded:
         if ctx.warm_idle:
             cold = [ctx.would_cold_start(a.size_for(memory)) for a in model.actions]
         else:
             cold = [True] * len(model.actions)
-        return _Encoded(scaled, shared_line(scaled, ctx.slo_ms, self.config.tiles),
+        return _Encoded(fv, shared_line(fv, ctx.slo_ms, self.config.tiles),
                         model.action_lines(cold))
+
+    def _encode_fresh(self, ctx: DecisionContext, model: FunctionModel) -> _Encoded:
+        fv = FeatureVector.of(ctx.features, self.config.tiles)
+        return self._encode(ctx, model, fv, model.memory.predict_mib(fv))
 
     def _remember(self, decision_id: DecisionId, enc: _Encoded) -> None:
         pending = self._pending
@@ -134,28 +139,26 @@ class ShabariAgent:
     def decide(self, ctx: DecisionContext) -> Decision:
         spec = ctx.spec
         model = self._model(spec)
-        scaled = scaled_features(ctx.features)
-        memory = model.memory.predict_mib(scaled)
-        mem_note = "" if memory is not None else " mem=max"
+        fv = FeatureVector.of(ctx.features, self.config.tiles)
+        memory = model.memory.predict_mib(fv)
+        enc = self._encode(ctx, model, fv, memory)
         decision_id = self._next_id()
+        self._remember(decision_id, enc)
         if model.outcomes < self.config.safe_start_outcomes:
             safe = spec.safe_default
             index = next(i for i, a in enumerate(model.actions)
                          if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
-            size = safe if memory is None else model.actions[index].size_for(
-                max(memory, float(safe.memory_mib)))
-            self._remember(decision_id, self._encode(ctx, model, scaled))
+            size = safe
+            if memory is not None and memory > safe.memory_mib:
+                size = model.actions[index].size_for(memory)
             return Decision(decision_id, spec.name, size, index, 1.0, model.model_version,
                             "safe-start", explored=False, policy=self.name)
-        enc = self._encode(ctx, model, scaled)
-        pmf = model.cb.predict(enc.shared, enc.actions)
-        pmf = self._mask(pmf, model)
+        pmf = self._mask(model.cb.predict(enc.shared, enc.actions), model)
         index = model.sample(pmf)
-        total = sum(pmf)
-        probability = pmf[index] / total
+        probability = pmf[index] / sum(pmf)
         best = max(range(len(pmf)), key=pmf.__getitem__)
         size = model.actions[index].size_for(memory)
-        self._remember(decision_id, enc)
+        mem_note = "" if memory is not None else " mem=max"
         return Decision(decision_id, spec.name, size, index, probability, model.model_version,
                         f"bandit p={probability:.2f}{mem_note}", explored=index != best,
                         policy=self.name)
@@ -178,19 +181,20 @@ class ShabariAgent:
         model = self._model(spec)
         enc = self._pending.pop(decision.decision_id, None)
         if enc is None:
-            enc = self._encode(ctx, model, scaled_features(ctx.features))
+            enc = self._encode_fresh(ctx, model)
         model.outcomes += 1
         model.model_version += 1
         size = decision.size
         if outcome.status is OutcomeStatus.OOM:
-            model.memory.learn_oom(enc.scaled, float(size.memory_mib))
+            model.memory.learn_oom(enc.features, float(size.memory_mib))
             return
         if outcome.peak_memory_mib > 0:
-            model.memory.learn(enc.scaled, outcome.peak_memory_mib)
+            model.memory.learn(enc.features, outcome.peak_memory_mib)
         if not 0 <= decision.action_index < len(model.actions):
             return  # a decision of another grid (e.g. before a spec change): nothing to learn
         slo = ctx.slo_ms if ctx.slo_ms is not None else spec.slo.latency_ms
-        c = cost(size, outcome, slo if slo is not None else math.inf, spec.largest,
+        c = cost(size, outcome, slo if slo is not None else math.inf,
+                 model.largest or spec.largest,
                  self.config.cost_model)
         model.cb.learn(enc.shared, enc.actions, decision.action_index, c,
                        decision.probability)

@@ -8,12 +8,12 @@ import random
 import pytest
 
 from shabari.agent import MemoryConfig, QuantileMemoryModel
-from shabari.agent.encoding import scaled_features
+from shabari.agent.encoding import FeatureVector
 from shabari.core import ConfigError
 
 
-def feats(mb: float) -> dict[str, float]:
-    return scaled_features({"bytes": mb * 1e6})
+def feats(mb: float) -> FeatureVector:
+    return FeatureVector.of({"bytes": mb * 1e6})
 
 
 def peak(mb: float, rng: random.Random) -> float:
@@ -78,6 +78,11 @@ class TestOOM:
 
 
 class TestState:
+    def test_raw_mapping_same_as_feature_vector(self) -> None:
+        m = QuantileMemoryModel(MemoryConfig(min_samples=1))
+        m.learn({"bytes": 1e6}, 100)
+        assert m.predict_mib({"bytes": 1e6}) == m.predict_mib(feats(1))
+
     def test_json_roundtrip(self) -> None:
         m = QuantileMemoryModel()
         rng = random.Random(2)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shabari.agent.encoding import scaled_features, shared_line, vw_name
+from shabari.agent.encoding import FeatureVector, scaled_features, shared_line, vw_name
 from shabari.agent.vw import CBModel, VWConfig
 
 ACTIONS = ["|A a0", "|A a1", "|A a2"]
@@ -65,13 +65,20 @@ class TestEncoding:
 
     def test_names_safe_for_vw(self) -> None:
         assert vw_name("a b:c|d") == "a_b_c_d"
-        line = shared_line(scaled_features({"a b:c|d": 5.0}), 100.0, 2.0)
+        line = shared_line(FeatureVector.of({"a b:c|d": 5.0}), 100.0, 2.0)
         assert line.startswith("shared |S ")
         assert "|" not in line[len("shared |S"):]
         for token in line.split()[2:]:
             assert token.count(":") <= 1
 
     def test_tiles_separate_inputs_a_factor_two_apart(self) -> None:
-        a = shared_line(scaled_features({"bytes": 1e6}), None, 2.0).split()
-        b = shared_line(scaled_features({"bytes": 2e6}), None, 2.0).split()
-        assert set(a[3:]) != set(b[3:])
+        a = FeatureVector.of({"bytes": 1e6})
+        b = FeatureVector.of({"bytes": 2e6})
+        assert len(a.tiles) == 2
+        assert set(a.tiles) != set(b.tiles)
+        line = shared_line(a, None, 2.0).split()
+        assert set(a.tiles) <= set(line)
+
+    def test_indicators_are_not_tiled(self) -> None:
+        fv = FeatureVector.of({"kind.image": 1.0, "malformed": 0.0, "width": 640.0})
+        assert all(t.startswith("width") for t in fv.tiles)
