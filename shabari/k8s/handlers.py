@@ -87,6 +87,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.persistence.finalizer = f"{GROUP}/operator"
     settings.posting.level = logging.WARNING
+    memo.kopf_settings = settings
     memo.shabari_settings = OperatorSettings.from_env()
     memo.registry_lock = asyncio.Lock()
     memo.warned = set()
@@ -219,10 +220,10 @@ def _gateway_condition(cfg: OperatorSettings, old: list[Condition],
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
-                           logger: Log, **kwargs: Any) -> None:
+                           logger: Log, **_: Any) -> None:
     policy = cast(PolicyBody, dict(body))
     cfg = _cfg(memo)
-    kube = Kube(kwargs["settings"], logger)
+    kube = Kube(memo.kopf_settings, logger)
     generation = policy.get("metadata", {}).get("generation")
     plan = rc.plan_policy(policy, known_featurizers())
     if plan.error is not None:
@@ -250,10 +251,10 @@ def _write_status(patch: kopf.Patch, status: Mapping[str, Any]) -> None:
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def delete_policy(*, body: kopf.Body, memo: kopf.Memo, logger: Log,
-                        **kwargs: Any) -> None:
+                        **_: Any) -> None:
     policy = cast(PolicyBody, dict(body))
     cfg = _cfg(memo)
-    kube = Kube(kwargs["settings"], logger)
+    kube = Kube(memo.kopf_settings, logger)
     await publish(kube, cfg, memo, rc.function_name(policy), None, None)
     await remove_variants(kube, policy)
 
@@ -269,6 +270,8 @@ async def refresh_stats(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
     cfg = _cfg(memo)
     generation = policy.get("metadata", {}).get("generation")
     old_status = policy.get("status", {})
+    if old_status.get("observedGeneration") != generation:
+        return  # a reconciliation is pending; it writes the conditions list first
     old: list[Condition] = list(old_status.get("conditions") or [])
     fields = PolicyStatus()
     if not cfg.gateway_url:
@@ -303,7 +306,7 @@ async def on_workload(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     derived: kopf.Index[tuple[str, str], bool] = kwargs["derived_policies"]
     if not wanted and (namespace, name) not in derived:
         return  # the common case: an unrelated workload, no API call
-    kube = Kube(kwargs["settings"], logger)
+    kube = Kube(memo.kopf_settings, logger)
     existing = await kube.get(API_VERSION, KIND, namespace, name)
     ours = existing is not None and _derived_from(existing, workload)
     if not wanted:

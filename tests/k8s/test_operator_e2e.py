@@ -1,0 +1,289 @@
+"""The operator end to end: kopf against kmock's KubernetesEmulator over HTTP.
+
+Policies and annotated workloads are written through the emulator's HTTP API (as kubectl
+would), and the assertions read what the operator wrote back: status, derived policies,
+the gateway registry ConfigMap, Knative variants, resize policies and Events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+from k8s_emulator import (
+    CONFIGMAPS,
+    DEPLOY,
+    FSP,
+    KCONFIG,
+    KROUTE,
+    KSVC,
+    SYSTEM_NS,
+    Cluster,
+    running_operator,
+)
+
+NS = "default"
+
+
+def policy(name: str, target: str, mode: str = "InPlace", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": target},
+        "mode": mode,
+        "slo": {"latencyMs": 200},
+        "sizes": {"cpu": ["250m", "1"], "memory": ["256Mi", "1Gi"]},
+    }
+    body.update(spec)
+    return {"apiVersion": "shabari.dev/v1alpha1", "kind": "FunctionSizingPolicy",
+            "metadata": {"name": name, "namespace": NS, "generation": 1, "uid": f"uid-{name}"},
+            "spec": body}
+
+
+def knative_service(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}",
+                         "annotations": annotations or {}},
+            "spec": {"template": {"metadata": {"name": f"{name}-00001"},
+                                  "spec": {"containers": [{"name": "user-container",
+                                                           "image": "example/fn:1"}]}}}}
+
+
+def deployment(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}",
+                         "annotations": annotations or {}},
+            "spec": {"template": {"spec": {"containers": [{"name": "fn", "image": "x:1"},
+                                                          {"name": "sidecar", "image": "y:1"}]}}}}
+
+
+def _path(resource: str, name: str | None = None) -> str:
+    group_version, _, plural = resource.rpartition("/")
+    prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    return f"{prefix}/namespaces/{NS}/{plural}" + (f"/{name}" if name else "")
+
+
+async def api(cluster: Cluster, method: str, resource: str, name: str | None = None,
+              body: Any = None) -> Any:
+    headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+    async with aiohttp.ClientSession() as s, s.request(
+        method, cluster.url + _path(resource, name), json=body, headers=headers
+    ) as rsp:
+        assert rsp.status < 300, await rsp.text()
+        return await rsp.json()
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            return dict(c)
+    return {}
+
+
+def registry(cluster: Cluster) -> dict[str, Any]:
+    cm = cluster.get(CONFIGMAPS, SYSTEM_NS, "shabari-functions")
+    if cm is None:
+        return {}
+    return dict(yaml.safe_load(cm["data"]["functions.yaml"])["functions"] or {})
+
+
+class TestPolicies:
+    async def test_create_publishes_prepares_and_reports(self, operator: Cluster) -> None:
+        await api(operator, "POST", KSVC, body=knative_service("resize"))
+        await api(operator, "POST", FSP, body=policy("resize-policy", "resize"))
+        fsp = await operator.wait(
+            lambda: (p := operator.get(FSP, NS, "resize-policy"))
+            and condition(p, "Ready").get("status") == "True" and p, what="Ready=True")
+        status = fsp["status"]
+        assert status["function"] == "resize"
+        assert status["slo"] == "200ms"
+        assert status["observedGeneration"] == 1
+        assert status["allocation"]["gridSizes"] == 4
+        assert condition(fsp, "PlatformReady")["reason"] == "InPlaceEnabled"
+        assert condition(fsp, "GatewayStats")["reason"] == "GatewayNotConfigured"
+        entry = registry(operator)["resize"]
+        assert entry["slo"] == {"latencyMs": 200.0}
+        assert entry["sizes"]["cpu"] == ["250m", "1"]
+        svc = operator.get(KSVC, NS, "resize")
+        assert svc is not None
+        container = svc["spec"]["template"]["spec"]["containers"][0]
+        assert {"resourceName": "cpu", "restartPolicy": "NotRequired"} in container[
+            "resizePolicy"]
+        assert "status" not in svc  # never writes a Knative-owned status
+
+    async def test_variants_then_update_then_delete(self, operator: Cluster) -> None:
+        await api(operator, "POST", KSVC, body=knative_service("thumb"))
+        await api(operator, "POST", FSP, body=policy("thumb", "thumb", mode="Variants"))
+        await operator.wait(lambda: len(operator.names(KCONFIG, NS)) == 4, what="4 variants")
+        route = await operator.wait(lambda: operator.get(KROUTE, NS, "thumb-shabari"))
+        traffic = route["spec"]["traffic"]
+        assert sorted(t["tag"] for t in traffic) == sorted(
+            ["cpu250m-mem256mi", "cpu250m-mem1024mi", "cpu1000m-mem256mi",
+             "cpu1000m-mem1024mi"])
+        assert sum(t["percent"] for t in traffic) == 100
+        config = operator.get(KCONFIG, NS, "thumb-cpu250m-mem256mi")
+        assert config is not None
+        container = config["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["limits"] == {"cpu": "250m", "memory": "256Mi"}
+        assert config["metadata"]["ownerReferences"][0]["name"] == "thumb"
+
+        # shrink the grid: the stale variants go, the registry follows
+        await api(operator, "PATCH", FSP, "thumb", {
+            "metadata": {"generation": 2},
+            "spec": {"sizes": {"cpu": ["500m"], "memory": ["512Mi"]}}})
+        await operator.wait(lambda: operator.names(KCONFIG, NS) == {"thumb-cpu500m-mem512mi"},
+                            what="variants follow the new grid")
+        await operator.wait(lambda: registry(operator).get("thumb", {}).get("sizes", {}).get(
+            "cpu") == ["500m"], what="registry updated")
+        await operator.wait(lambda: (operator.get(FSP, NS, "thumb") or {}).get(
+            "status", {}).get("observedGeneration") == 2, what="observedGeneration 2")
+
+        await api(operator, "DELETE", FSP, "thumb")
+        await operator.wait(lambda: operator.get(FSP, NS, "thumb") is None, what="deleted")
+        await operator.wait(lambda: "thumb" not in registry(operator), what="unpublished")
+        assert operator.names(KCONFIG, NS) == set()
+        assert operator.get(KROUTE, NS, "thumb-shabari") is None
+
+    async def test_invalid_spec_gives_event_and_condition(self, operator: Cluster) -> None:
+        bad = policy("bad", "nothing", sizes={"cpu": ["2x"], "memory": ["256Mi"]})
+        await api(operator, "POST", FSP, body=bad)
+        fsp = await operator.wait(
+            lambda: (p := operator.get(FSP, NS, "bad")) and condition(p, "SpecValid") and p,
+            what="SpecValid condition")
+        spec_valid = condition(fsp, "SpecValid")
+        assert spec_valid["status"] == "False"
+        assert spec_valid["reason"] == "InvalidSpec"
+        assert "sizes.cpu[0]" in spec_valid["message"]
+        assert condition(fsp, "Ready")["status"] == "False"
+        events = await operator.wait(lambda: operator.events("InvalidSpec"), what="an Event")
+        assert "sizes.cpu[0]" in events[0]["message"]
+        assert events[0]["type"] == "Warning"
+        assert "bad" not in registry(operator) and "nothing" not in registry(operator)
+
+    async def test_missing_target_is_reported_not_fatal(self, operator: Cluster) -> None:
+        await api(operator, "POST", FSP, body=policy("lonely", "ghost"))
+        fsp = await operator.wait(
+            lambda: (p := operator.get(FSP, NS, "lonely")) and condition(p, "PlatformReady")
+            and p, what="PlatformReady")
+        assert condition(fsp, "PlatformReady")["reason"] == "TargetNotFound"
+        assert condition(fsp, "Ready")["status"] == "False"
+
+
+class TestAnnotations:
+    async def test_annotated_service_gets_a_derived_policy(self, operator: Cluster) -> None:
+        annotations = {"shabari.dev/slo-latency-ms": "300",
+                       "shabari.dev/sizes": "cpu=250m,500m,1,2;memory=256Mi,512Mi,1Gi"}
+        await api(operator, "POST", KSVC, body=knative_service("annotated", annotations))
+        fsp = await operator.wait(lambda: operator.get(FSP, NS, "annotated"),
+                                  what="derived policy")
+        assert fsp["metadata"]["labels"]["shabari.dev/derived-from"] == "annotated"
+        owner = fsp["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["uid"]) == ("Service", "annotated",
+                                                                "uid-annotated")
+        assert fsp["spec"]["sizes"]["cpu"] == ["250m", "500m", "1", "2"]
+        await operator.wait(lambda: condition(operator.get(FSP, NS, "annotated"), "Ready").get(
+            "status") == "True", what="derived policy Ready")
+        assert registry(operator)["annotated"]["slo"] == {"latencyMs": 300.0}
+
+        # change the annotation: the derived policy follows
+        await api(operator, "PATCH", KSVC, "annotated", {"metadata": {"annotations": {
+            "shabari.dev/slo-latency-ms": "150"}}})
+        await operator.wait(lambda: registry(operator).get("annotated", {}).get("slo") == {
+            "latencyMs": 150.0}, what="registry follows the annotation")
+
+        # remove the annotations: the derived policy goes away
+        await api(operator, "PATCH", KSVC, "annotated", {"metadata": {"annotations": {
+            "shabari.dev/slo-latency-ms": None, "shabari.dev/sizes": None}}})
+        await operator.wait(lambda: operator.get(FSP, NS, "annotated") is None,
+                            what="derived policy removed")
+        await operator.wait(lambda: "annotated" not in registry(operator), what="unpublished")
+
+    async def test_invalid_annotation_event_and_condition(self, operator: Cluster) -> None:
+        annotations = {"shabari.dev/sizes": "cpu=250m,2x;memory=256Mi",
+                       "shabari.dev/slo-latency-ms": "100"}
+        await api(operator, "POST", DEPLOY, body=deployment("broken", annotations))
+        fsp = await operator.wait(
+            lambda: (p := operator.get(FSP, NS, "broken")) and condition(p, "SpecValid") and p,
+            what="derived policy with a condition")
+        cond = condition(fsp, "SpecValid")
+        assert (cond["status"], cond["reason"]) == ("False", "InvalidAnnotations")
+        assert cond["message"].startswith("shabari.dev/sizes: sizes.cpu[1]")
+        assert fsp["spec"]["mode"] == "Off"
+        events = await operator.wait(lambda: [
+            e for e in operator.events("InvalidAnnotations")
+            if e["involvedObject"]["name"] == "broken"], what="an Event on the Deployment")
+        assert events[0]["involvedObject"]["kind"] == "Deployment"
+        assert "broken" not in registry(operator)
+
+        # fixing the annotation heals the policy
+        await api(operator, "PATCH", DEPLOY, "broken", {"metadata": {"annotations": {
+            "shabari.dev/sizes": "cpu=250m,2;memory=256Mi"}}})
+        await operator.wait(lambda: condition(operator.get(FSP, NS, "broken"), "Ready").get(
+            "status") == "True", what="healed")
+        deploy = operator.get(DEPLOY, NS, "broken")
+        assert deploy is not None
+        for c in deploy["spec"]["template"]["spec"]["containers"]:
+            assert {"resourceName": "cpu", "restartPolicy": "NotRequired"} in c["resizePolicy"]
+
+    async def test_deleting_the_workload_removes_its_policy(self, operator: Cluster) -> None:
+        annotations = {"shabari.dev/slo-slowdown": "1.5",
+                       "shabari.dev/sizes": "cpu=1;memory=1Gi"}
+        await api(operator, "POST", DEPLOY, body=deployment("gone", annotations))
+        await operator.wait(lambda: operator.get(FSP, NS, "gone"), what="derived")
+        await api(operator, "DELETE", DEPLOY, "gone")
+        await operator.wait(lambda: operator.get(FSP, NS, "gone") is None, what="removed")
+
+    async def test_unannotated_workloads_are_left_alone(self, operator: Cluster) -> None:
+        await api(operator, "POST", DEPLOY, body=deployment("plain"))
+        await api(operator, "POST", KSVC, body=knative_service("marker", {
+            "shabari.dev/sizes": "cpu=1;memory=1Gi"}))
+        await operator.wait(lambda: operator.get(FSP, NS, "marker"), what="marker derived")
+        assert operator.get(FSP, NS, "plain") is None
+        plain = operator.get(DEPLOY, NS, "plain")
+        assert plain is not None and "resizePolicy" not in plain["spec"]["template"]["spec"][
+            "containers"][0]
+
+
+class TestGatewayStatistics:
+    async def test_status_reads_gateway_functions(self, cluster: Cluster, operator_env: None,
+                                                  monkeypatch: Any, unused_tcp_port: int
+                                                  ) -> None:
+        async def functions(_: web.Request) -> web.Response:
+            return web.json_response([{"name": "stats", "slo": {"latencyMs": 200},
+                                       "sizes": [], "stats": {"invocations": 40,
+                                                              "slo_violations": 2,
+                                                              "slo_attainment": 0.95}}])
+
+        app = web.Application()
+        app.router.add_get("/functions", functions)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", unused_tcp_port)
+        await site.start()
+        monkeypatch.setenv("SHABARI_GATEWAY_URL", f"http://127.0.0.1:{unused_tcp_port}")
+        try:
+            async with running_operator(cluster):
+                await api(cluster, "POST", KSVC, body=knative_service("stats"))
+                await api(cluster, "POST", FSP, body=policy("stats", "stats"))
+                fsp = await cluster.wait(
+                    lambda: (p := cluster.get(FSP, NS, "stats"))
+                    and p.get("status", {}).get("invocations") == 40 and p,
+                    what="invocations from the gateway")
+                assert fsp["status"]["sloAttainment"] == 0.95
+                assert fsp["status"]["sloViolations"] == 2
+                assert condition(fsp, "GatewayStats")["status"] == "True"
+        finally:
+            await runner.cleanup()
+
+    async def test_unreachable_gateway_is_a_condition(self, cluster: Cluster,
+                                                      operator_env: None, monkeypatch: Any,
+                                                      unused_tcp_port: int) -> None:
+        monkeypatch.setenv("SHABARI_GATEWAY_URL", f"http://127.0.0.1:{unused_tcp_port}")
+        async with running_operator(cluster):
+            await api(cluster, "POST", KSVC, body=knative_service("down"))
+            await api(cluster, "POST", FSP, body=policy("down", "down"))
+            fsp = await cluster.wait(
+                lambda: (p := cluster.get(FSP, NS, "down"))
+                and condition(p, "GatewayStats").get("reason") == "GatewayUnreachable"
+                and condition(p, "Ready") and p, what="GatewayUnreachable")
+            assert condition(fsp, "Ready")["status"] == "True"  # stats do not gate readiness
