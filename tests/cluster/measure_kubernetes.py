@@ -22,7 +22,7 @@ from pathlib import Path
 import kmock
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import HANDLERS, NAMESPACE, TestKubelet, free_port
+from cluster_fixtures import HANDLERS, NAMESPACE, TestKubelet, free_port
 
 from shabari.backends.kubernetes import KubernetesBackend
 from shabari.core import SLO, FunctionName, FunctionSpec, NodeId, PodId, Size

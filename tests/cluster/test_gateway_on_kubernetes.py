@@ -8,7 +8,7 @@ from pathlib import Path
 
 import kmock
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import NAMESPACE, TestKubelet
+from cluster_fixtures import NAMESPACE, TestKubelet
 
 from shabari.backends.registry import create_backend
 from shabari.core import SLO, FunctionName, FunctionSpec, Size

@@ -21,7 +21,7 @@ import aiohttp
 import kmock
 import pytest
 from aiohttp import web
-from conftest import NAMESPACE, free_port
+from cluster_fixtures import NAMESPACE, free_port
 
 from shabari.backends.base import Backend
 from shabari.backends.knative import (

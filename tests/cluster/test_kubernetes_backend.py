@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import kmock
 import pytest
-from conftest import NAMESPACE, TestKubelet, free_port
+from cluster_fixtures import NAMESPACE, TestKubelet, free_port
 
 from shabari.backends.base import Backend
 from shabari.backends.cgroups import CgroupManager, CgroupMode

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import free_port
+from cluster_fixtures import free_port
 
 from shabari.backends.base import Backend
 from shabari.backends.openwhisk import ADAPTER, OpenWhiskBackend, action_name
