@@ -27,7 +27,7 @@ from featurizers import extract
 
 
 def _jpeg(mb: int) -> bytes:
-    side = int((mb * 1e6 / 3 * 1.05) ** 0.5)  # random noise barely compresses at q=95
+    side = int((mb * 1e6 / 1.15) ** 0.5)  # random noise at q=95: about 1.15 bytes/pixel
     rng = np.random.default_rng(0)
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
@@ -55,13 +55,13 @@ def _ffmpeg(args: list[str], suffix: str) -> bytes:
 
 
 def _mp4(mb: int) -> bytes:
-    seconds = max(1, mb // 2)
+    seconds = max(1, round(mb / 1.4))  # about 1.4 MB/s at this size and quality
     return _ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=25:duration={seconds}",
                     "-c:v", "mpeg4", "-q:v", "1"], ".mp4")
 
 
 def _webm(mb: int) -> bytes:
-    seconds = max(1, mb // 4)
+    seconds = max(1, mb)  # about 1 MB/s at 8 Mbit/s
     return _ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=25:duration={seconds}",
                     "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "8M"],
                    ".webm")
