@@ -11,6 +11,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import kmock
@@ -19,7 +20,12 @@ from cluster_fixtures import NAMESPACE, TestKubelet, free_port
 
 from shabari.backends.base import Backend
 from shabari.backends.cgroups import CgroupManager, CgroupMode
-from shabari.backends.kubernetes import KubernetesBackend, pod_name_for
+from shabari.backends.kubernetes import (
+    KubernetesBackend,
+    _readiness,
+    _resize_state,
+    pod_name_for,
+)
 from shabari.core import SLO, FunctionName, FunctionSpec, NodeId, PodId, Size
 from shabari.core.errors import (
     BackendUnavailableError,
@@ -64,6 +70,41 @@ class TestProtocol:
         assert len(name) <= 63
         assert name == name.lower() and all(c.isalnum() or c == "-" for c in name)
         assert pod_name_for("f", "a") != pod_name_for("f", "b")
+
+
+class TestStatusReading:
+    """How pod status is read (pure functions over the pod object)."""
+
+    def pod(self, conditions: list[dict[str, str]], cpu: str | None = None,
+            alloc: str | None = None, phase: str = "Running") -> dict[str, Any]:
+        cs: dict[str, Any] = {"name": "function"}
+        if cpu is not None:
+            cs["resources"] = {"requests": {"cpu": cpu}}
+        if alloc is not None:
+            cs["allocatedResources"] = {"cpu": alloc}
+        return {"metadata": {"name": "p"}, "status": {
+            "phase": phase, "podIP": "10.0.0.1", "conditions": conditions,
+            "containerStatuses": [cs]}}
+
+    def test_resize_states(self) -> None:
+        assert _resize_state(self.pod([], cpu="1"), "function", 1000)[0] == "done"
+        assert _resize_state(self.pod([], alloc="500m"), "function", 500)[0] == "done"
+        assert _resize_state(self.pod([], cpu="500m"), "function", 1000)[0] == "in-progress"
+        pending = self.pod([{"type": "PodResizePending", "status": "True",
+                             "reason": "Infeasible", "message": "too big"}], cpu="1")
+        assert _resize_state(pending, "function", 1000) == ("pending", "Infeasible", "too big")
+        busy = self.pod([{"type": "PodResizeInProgress", "status": "True"}], cpu="1")
+        assert _resize_state(busy, "function", 1000)[0] == "in-progress"
+
+    def test_readiness(self) -> None:
+        ready = self.pod([{"type": "Ready", "status": "True"}])
+        assert _readiness(ready) == (True, "ready")
+        unschedulable = self.pod([{"type": "PodScheduled", "status": "False",
+                                   "message": "0/3 nodes have enough cpu"}], phase="Pending")
+        ok, why = _readiness(unschedulable)
+        assert not ok and "0/3 nodes" in why
+        with pytest.raises(FunctionFailedError, match="failed before it became ready"):
+            _readiness(self.pod([], phase="Failed"))
 
 
 class TestPodLifecycle:
