@@ -8,8 +8,10 @@ runnable placement honours the warm-pod rules.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -23,10 +25,10 @@ from shabari.core import (
     PodId,
     Size,
 )
-from shabari.scheduler import NodeChoice, Scheduler, SchedulerConfig
+from shabari.scheduler import NodeChoice, Pod, Scheduler, SchedulerConfig
 
-FUNCTIONS = [FunctionName(f"f{i}") for i in range(4)]
-SIZES = [Size(c, m, g) for c in (250, 1000, 3000) for m in (256, 1024, 4096) for g in (0, 1)]
+FUNCTIONS = [FunctionName(f"f{i}") for i in range(2)]
+SIZES = [Size(c, m, g) for c in (250, 1000, 3000) for m in (256, 2048) for g in (0, 1)]
 NODES = [NodeCapacity(NodeId("a"), 4000, 8192, 1), NodeCapacity(NodeId("b"), 6000, 6144, 0),
          NodeCapacity(NodeId("c"), 2000, 16384, 0)]
 
@@ -61,24 +63,56 @@ class SchedulerMachine(RuleBasedStateMachine):
         p = s.place(fn, size, self.now, cold_start_ms=cold_ms, busy_wait_ms=wait_ms)
         # place is pure
         assert (s.pods(), s.nodes(), s.usage(self.now), s.warm_idle(fn, self.now)) == before
-        if p.kind in (PlacementKind.WARM, PlacementKind.RESIZE):
+        resize = s.config.supports_resize
+        free = {n.node.node_id: n for n in before[1]}
+
+        def warm_rank(q: Pod) -> tuple[int, bool, int] | None:
+            """Reference rule 1, brute force: None if q cannot take the invocation."""
+            qs = q.size
+            if qs.memory_mib < size.memory_mib or qs.gpu != size.gpu:
+                return None
+            if not resize:
+                return None if qs.cpu_millicores < size.cpu_millicores else \
+                    (qs.memory_mib, False, qs.cpu_millicores)
+            delta = size.cpu_millicores - qs.cpu_millicores
+            if delta > 0 and free[q.node_id].free_cpu_millicores < delta:
+                return None
+            return (qs.memory_mib, qs.cpu_millicores != size.cpu_millicores, qs.cpu_millicores)
+
+        ranks = [r for q in idle_before.values() if (r := warm_rank(q)) is not None]
+        if ranks:
+            assert p.kind in (PlacementKind.WARM, PlacementKind.RESIZE), (p, ranks)
             assert p.pod_id is not None
             pod = idle_before[p.pod_id]  # only the function's own idle pods
-            assert pod.size.memory_mib >= size.memory_mib and pod.size.gpu == size.gpu
-            if s.config.supports_resize:
-                assert p.size.cpu_millicores == size.cpu_millicores
+            assert warm_rank(pod) == min(ranks)
+            if resize:
+                assert p.size == pod.size.with_cpu(size.cpu_millicores)
+                assert (p.kind is PlacementKind.WARM) == (pod.size == p.size)
             else:
-                assert p.kind is PlacementKind.WARM
-                assert pod.size.cpu_millicores >= size.cpu_millicores
-        elif p.kind is PlacementKind.COLD:
-            assert p.size == size and p.pod_id is None
-            # a cold start only when no idle pod fits (ignoring resize headroom)
-            fits = [q for q in idle_before.values()
-                    if q.size.memory_mib >= size.memory_mib and q.size.gpu == size.gpu
-                    and (s.config.supports_resize
-                         or q.size.cpu_millicores >= size.cpu_millicores)]
-            if not s.config.supports_resize:
-                assert not fits
+                assert p.kind is PlacementKind.WARM and p.size == pod.size
+        else:
+            assert p.kind not in (PlacementKind.WARM, PlacementKind.RESIZE), p
+        if p.kind is PlacementKind.COLD:
+            assert p.size == size and p.pod_id is None and p.node_id is not None
+            node = free[p.node_id]
+            back = [q for q in before[0] if q.pod_id in p.evict]
+            assert len(back) == len(p.evict) and all(q.idle for q in back)
+            on_node = [q.size for q in back if q.node_id == p.node_id]
+            assert node.free_cpu_millicores + sum(z.cpu_millicores for z in on_node) \
+                >= size.cpu_millicores
+            assert node.free_memory_mib + sum(z.memory_mib for z in on_node) >= size.memory_mib
+            assert node.free_gpus + sum(z.gpu for z in on_node) >= size.gpu
+            if not p.evict:
+                # best fit / spread on CPU among nodes with room; CPU-only sizes avoid GPU nodes
+                room = [n for n in before[1] if n.free_cpu_millicores >= size.cpu_millicores
+                        and n.free_memory_mib >= size.memory_mib
+                        and n.free_gpus >= size.gpu]
+                plain = [n for n in room if n.node.gpus == 0]
+                pool = plain if (plain and not size.gpu) else room
+                assert node in pool
+                cpus = [n.free_cpu_millicores for n in pool]
+                spread = s.config.node_choice is NodeChoice.SPREAD
+                assert node.free_cpu_millicores == (max(cpus) if spread else min(cpus))
         elif p.kind is PlacementKind.REJECT:
             assert not any(n.cpu_millicores >= size.cpu_millicores
                            and n.memory_mib >= size.memory_mib and n.gpus >= size.gpu
@@ -143,6 +177,35 @@ class SchedulerMachine(RuleBasedStateMachine):
             limit = s.config.max_pods_per_function
             if limit is not None:
                 assert len(s.pods(fn)) <= limit
+
+
+class TestSeededRandomWalks:
+    """Long seeded walks through the same checks: cheap, and they reach deep pool states
+    (several idle pods per size class, full nodes) that short shrinking searches rarely do."""
+
+    @pytest.mark.parametrize("seed", range(16))
+    def test_walk(self, seed: int) -> None:
+        rng = random.Random(seed)
+        m = SchedulerMachine()
+        m.configure(resize=seed % 2 == 0, spread=seed % 4 == 1,
+                    max_pods=rng.choice([None, None, 1, 3]), evict=seed % 8 != 3)
+        s = m.sched
+        for _ in range(300):
+            r = rng.random()
+            if r < 0.5:
+                m.invoke(fn=rng.choice(FUNCTIONS), size=rng.choice(SIZES),
+                         cold_ms=rng.choice([None, 0.0, 500.0, 5000.0]),
+                         wait_ms=rng.choice([None, 10.0, 1000.0]))
+            elif r < 0.85:
+                busy = [p.pod_id for p in s.pods() if p.busy]
+                if busy:
+                    s.release(rng.choice(busy), m.now)
+            elif r < 0.88:
+                ids = [p.pod_id for p in s.pods()] + [PodId("ghost")]
+                s.remove(rng.choice(ids))
+            else:
+                m.tick(rng.choice([0.0, 0.5, 5.0, 31.0]))
+            m.conservation()
 
 
 TestSchedulerMachine = SchedulerMachine.TestCase
