@@ -2,7 +2,7 @@
 
 Replays the first N invocations of the Azure 2019 400-function day (../shared/data) for three
 values of N through the given policies and reports wall time, simulated invocations per second
-and the process's peak RSS, plus the ratio of time per invocation between the largest and the
+the process's CPU time (the machine is shared: CPU time is the steadier figure) and peak RSS, plus the ratio of time per invocation between the largest and the
 smallest size (1.0 = perfectly linear).
 
     .venv/bin/python bench/sim_scale.py [--policies shabari,static-max] [--perf PATH ...]
@@ -47,15 +47,20 @@ def main() -> int:
         rows: list[dict[str, float]] = []
         for n in sizes:
             work = Workload(full.head(n), table, SimConfig(seed=args.seed))
+            cpu0 = time.process_time()
             res = run_policy(work, make_policy(name, work))
+            cpu_s = time.process_time() - cpu0
             rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
             row = {"invocations": n, "wall_seconds": round(res.wall_seconds, 2),
                    "per_second": round(n / res.wall_seconds),
                    "us_per_invocation": round(1e6 * res.wall_seconds / n, 1),
+                   "cpu_seconds": round(cpu_s, 2),
+                   "per_cpu_second": round(n / cpu_s),
                    "peak_rss_mib": round(rss_mib)}
             rows.append(row)
             print(f"{name:<15} n={n:>7}  {row['wall_seconds']:>7.2f} s  "
                   f"{row['per_second']:>7.0f}/s  {row['us_per_invocation']:>6.1f} us/inv  "
+                  f"cpu {row['cpu_seconds']:>7.2f} s ({row['per_cpu_second']:.0f}/cpu-s)  "
                   f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
         ratio = rows[-1]["us_per_invocation"] / rows[0]["us_per_invocation"]
         print(f"{name:<15} time per invocation, largest/smallest: {ratio:.2f} "

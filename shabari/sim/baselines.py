@@ -13,8 +13,9 @@ function. They differ in how they find it:
 * `VPA`: the Kubernetes Vertical Pod Autoscaler recommender: a decaying histogram of observed
   usage (half-life 24 h), target = P90 plus a 15% margin, memory bumped x1.2 after an OOM;
   per function and updated over time (every `interval_s` of simulated time).
-* `Oracle`: knows the performance table and picks, per invocation, the smallest size whose
-  median latency (plus the cold start it would need) meets the SLO: the physical limit.
+* `Oracle`: knows the performance table and the latency sample each invocation will draw, and
+  picks, per invocation, the smallest size that meets the SLO (counting the cold start or
+  in-place resize it would need): the physical limit.
 
 Profiling: the two offline methods expose `next_probe`/`observe_probe`; the simulator runs their
 probes before the function's first invocation is served, on sampled inputs, and charges their
@@ -415,17 +416,21 @@ class VPA(_OneSizePolicy):
 class Oracle(_OneSizePolicy):
     """Per invocation, the smallest size that meets the SLO, from the table itself.
 
-    `latency(ctx, size)` is the median latency of this invocation's input at `size` (the
-    simulator binds it to the performance table); `cold_start_ms(ctx)` its function's cold start.
+    `latency(ctx, size)` is what this invocation would take at `size` (the simulator binds it
+    to the very sample the invocation will draw, +inf when it would fail: the oracle is
+    clairvoyant); `cold_start_ms(ctx)` its function's cold start; `resize_ms` the in-place
+    resize delay, counted when no idle warm pod has exactly the CPU it wants.
     """
 
     name = "oracle"
 
     def __init__(self, latency: Callable[[DecisionContext, Size], float],
-                 cold_start_ms: Callable[[DecisionContext], float]) -> None:
+                 cold_start_ms: Callable[[DecisionContext], float],
+                 resize_ms: float = 0.0) -> None:
         super().__init__()
         self._latency = latency
         self._cold = cold_start_ms
+        self._resize = resize_ms
         self._order: dict[FunctionName, list[Size]] = {}
 
     def decide(self, ctx: DecisionContext) -> Decision:
@@ -439,6 +444,10 @@ class Oracle(_OneSizePolicy):
             lat = self._latency(ctx, size)
             if ctx.would_cold_start(size):
                 lat += cold
+            elif self._resize and ctx.supports_resize and not any(
+                    w.cpu_millicores == size.cpu_millicores and w.memory_mib >= size.memory_mib
+                    and w.gpu == size.gpu for w in ctx.warm_idle):
+                lat += self._resize
             if lat <= slo:
                 return self._decision(ctx, size, "oracle: smallest meeting the SLO")
             if best is None or lat < best[0]:

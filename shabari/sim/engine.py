@@ -130,15 +130,11 @@ class Workload:
             for inp in table.inputs(pf):
                 self.slo_ms[(pf, inp)] = slo.bound_ms(table.best_median_latency_ms(pf, inp))
         self.profile_seed = config.seed + 7919
-        # one features object per (perf function, input): the contexts carry exactly these, so
-        # the oracle can tell which input an invocation has from its context alone
+        # one features object per (perf function, input), shared by every context
         self.features = {(pf, inp): table.features(pf, inp) for pf in perf_fns
                          for inp in table.inputs(pf)}
-        self._input_by_features = {id(f): inp for (_pf, inp), f in self.features.items()}
-
-    def inputs_by_context(self, ctx: DecisionContext) -> str:
-        """The input of the invocation `ctx` was built for (only the oracle may ask)."""
-        return self._input_by_features[id(ctx.features)]
+        #: index of the invocation being decided (only the clairvoyant oracle looks at it)
+        self.current = 0
 
     def __len__(self) -> int:
         return len(self.times)
@@ -419,6 +415,7 @@ def run_policy(work: Workload, policy: Policy, *, keep_per_invocation: bool = Fa
         spec = specs[tf]
         ctx = DecisionContext(spec, feats[(pf, inp)], now, sched.warm_idle(spec.name, now),
                               supports_resize, slo_of[(pf, inp)])
+        work.current = i
         t0 = perf()
         decision = policy.decide(ctx)
         begin_attempt(_Attempt(i, now, ctx, decision, 0), now)

@@ -7,6 +7,8 @@ no state leaks between policies.
 
 from __future__ import annotations
 
+import math
+
 from shabari.agent import Policy
 from shabari.agent import make_policy as make_agent_policy
 from shabari.core import ConfigError, DecisionContext, Size
@@ -32,14 +34,15 @@ def make_policy(name: str, work: Workload) -> Policy:
     if name == "oracle":
         table = work.table
         mapping = work.mapping
-        inputs = work.inputs_by_context
 
         def latency(ctx: DecisionContext, size: Size) -> float:
-            pf = mapping[ctx.spec.name]
-            return table.median_latency_ms(pf, inputs(ctx), size)
+            i = work.current
+            lat, ok = table.latency_at(mapping[ctx.spec.name], work.input_of[i], size,
+                                       work.u_sample[i])
+            return lat if ok else math.inf
 
         def cold(ctx: DecisionContext) -> float:
             return work.cold_ms[mapping[ctx.spec.name]]
 
-        return Oracle(latency, cold)
+        return Oracle(latency, cold, work.config.resize_latency_ms)
     raise ConfigError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
