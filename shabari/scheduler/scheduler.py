@@ -153,7 +153,10 @@ class Scheduler:
         self._expiry: list[tuple[float, int, PodId]] = []
         self._release_seq = 0
         self._pod_seq = 0
-        self._fits_cache: dict[Size, bool] = {}
+        #: the distinct node shapes no other node dominates (usually one): the REJECT test
+        shapes = {(n.cpu_millicores, n.memory_mib, n.gpus) for n in self._caps}
+        self._shapes = [a for a in shapes if not any(
+            b != a and b[0] >= a[0] and b[1] >= a[1] and b[2] >= a[2] for b in shapes)]
         # running totals, so usage() is O(1)
         self._alloc = [0, 0, 0]
         self._idle = [0, 0, 0]
@@ -436,13 +439,8 @@ class Scheduler:
         insort(index, (old + delta, node))
 
     def _fits_some_node(self, size: Size) -> bool:
-        hit = self._fits_cache.get(size)
-        if hit is None:
-            hit = any(n.cpu_millicores >= size.cpu_millicores
-                      and n.memory_mib >= size.memory_mib and n.gpus >= size.gpu
-                      for n in self._caps)
-            self._fits_cache[size] = hit
-        return hit
+        c, m, g = size.cpu_millicores, size.memory_mib, size.gpu
+        return any(fc >= c and fm >= m and fg >= g for fc, fm, fg in self._shapes)
 
     def _reject_reason(self, size: Size) -> str:
         if not self._caps:
