@@ -59,7 +59,7 @@ class VWConfig:
             f"--gamma_scale {self.gamma_scale} --gamma_exponent {self.gamma_exponent} "
             f"-b {self.bits} -l {self.learning_rate} "
             f"-q {SHARED_NS}{ACTION_NS} "
-            "--ring_size 16 --example_queue_limit 16 --quiet"
+            "--ring_size 4 --example_queue_limit 4 --quiet"
         )
         return f"{args} {self.extra}".strip()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from agent_synthetic import SyntheticFunction
 
-from shabari.agent import ShabariAgent
+from shabari.agent import AgentConfig, ShabariAgent
 from shabari.core import DecisionContext, Outcome, Size
 
 
@@ -25,11 +25,12 @@ class Row:
     slo_ms: float
 
 
-def replay(seed: int, n: int = 2000, fn: SyntheticFunction | None = None) -> list[Row]:
+def replay(seed: int, n: int = 2000, fn: SyntheticFunction | None = None,
+           config: AgentConfig | None = None) -> list[Row]:
     """Drive one agent like the simulator does: decide, run, learn, one OOM retry."""
     fn = fn or SyntheticFunction()
     spec = fn.spec()
-    agent = ShabariAgent(seed)
+    agent = ShabariAgent(seed, config)
     rng = random.Random(seed)
     rows = []
     for i in range(n):

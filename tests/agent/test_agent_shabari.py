@@ -254,3 +254,48 @@ class TestBadInput:
         d = a.decide(ctx)
         b.learn(ctx, d, Outcome(latency_ms=10.0))
         assert b.state(FN.spec().name).outcomes == 1
+
+
+class TestActions:
+    def test_gpu_variants_are_arms(self) -> None:
+        spec = FunctionSpec(FunctionName("g"), SLO(latency_ms=100),
+                            size_grid([1000, 2000], [1024, 2048], [0, 1]), gpu_capable=True)
+        agent = ShabariAgent(1, AgentConfig(safe_start_outcomes=0))
+        ctx = DecisionContext(spec, {"bytes": 10.0}, now=0.0)
+        model = agent._model(spec)
+        assert [(a.cpu_millicores, a.gpu) for a in model.actions] == [
+            (1000, 0), (1000, 1), (2000, 0), (2000, 1)]
+        assert [" g:1" in a.line for a in model.actions] == [False, True, False, True]
+        seen = set()
+        for _ in range(200):
+            d = agent.decide(ctx)
+            assert d.size in spec.sizes
+            seen.add(d.size.gpu)
+            agent.learn(ctx, d, Outcome(latency_ms=50.0))
+        assert seen == {0, 1}
+
+    def test_many_arms(self) -> None:
+        cpus = list(range(100, 4100, 100))  # 40 CPU options
+        spec = FunctionSpec(FunctionName("many"), SLO(latency_ms=100), size_grid(cpus, [256]))
+        agent = ShabariAgent(1, AgentConfig(safe_start_outcomes=0))
+        ctx = DecisionContext(spec, {"bytes": 10.0}, now=0.0)
+        for _ in range(30):
+            d = agent.decide(ctx)
+            agent.learn(ctx, d, Outcome(latency_ms=50.0))
+        assert agent.state(spec.name).outcomes == 30
+
+    @pytest.mark.parametrize("resize", [True, False])
+    def test_cold_flag_follows_the_warm_pool(self, resize: bool) -> None:
+        spec = FunctionSpec(FunctionName("c"), SLO(latency_ms=100),
+                            size_grid([500, 1000, 2000], [512]))
+        agent = ShabariAgent(1)
+        ctx = DecisionContext(spec, {"bytes": 10.0}, now=0.0, warm_idle=(Size(1000, 512),),
+                              supports_resize=resize)
+        d = agent.decide(ctx)
+        lines = agent._pending[d.decision_id].actions
+        cold = [line.endswith(" cold") for line in lines]
+        # without resize a warm pod with at least the CPU still fits (the scheduler's rule)
+        assert cold == ([False, False, False] if resize else [False, False, True])
+        empty = DecisionContext(spec, {"bytes": 10.0}, now=0.0)
+        d = agent.decide(empty)
+        assert all(line.endswith(" cold") for line in agent._pending[d.decision_id].actions)
