@@ -97,7 +97,7 @@ def load_plugins(*, force: bool = False) -> list[str]:
             cts = getattr(obj, "content_types", ())
             register(ep.name, func, sniff=sniff_attr if callable(sniff_attr) else None,
                      content_types=[c for c in cts if isinstance(c, str)])
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() at import, too
             warnings.warn(f"featurizers: skipping plugin {ep.name!r} ({ep.value}): {exc}",
                           RuntimeWarning, stacklevel=2)
             continue

@@ -94,7 +94,7 @@ def entropy(sample: bytes) -> float:
     counts = np.bincount(np.frombuffer(sample, dtype=np.uint8), minlength=256)
     p = counts[counts > 0] / len(sample)
     h = float(-(p * np.log2(p)).sum())
-    return min(max(h, 0.0), 8.0)
+    return min(max(h, 0.0), 8.0) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def generic(body: bytes, options: Mapping[str, object]) -> Features:

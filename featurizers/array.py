@@ -1,9 +1,11 @@
 """Array featurizer: shape, element count and dtype from an NPY header or a numeric text matrix.
 
 Numerical functions (matrix multiply, inference on a tensor, FFT) scale with the array's shape
-and element size, which an NPY file states in its first few hundred bytes (a Python-literal
-dict parsed with `ast.literal_eval`, never `eval`). Whitespace/comma separated numeric text is
-also accepted: rows are counted (or estimated) and columns taken from the first row.
+and element size, which an NPY file states in its first few hundred bytes: a Python-literal dict
+whose `descr`/`shape`/`fortran_order` are read with regular expressions in the common case and
+with `ast.literal_eval` (never `eval`, never unpickling) for structured dtypes. Whitespace or
+comma separated numeric text is also accepted: rows are counted (or estimated) and columns
+taken from the first row.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ MAGIC = b"\x93NUMPY"
 DTYPE_KINDS = {"b": "bool", "i": "int", "u": "uint", "f": "float", "c": "complex",
                "U": "unicode", "S": "bytes", "V": "void", "O": "object", "M": "datetime",
                "m": "timedelta"}
-MAX_DIMS = 8
+MAX_DIMS = 8  # dim0..dim7 are reported
+MAX_NDIM = 64  # numpy's own limit (NPY_MAXDIMS)
 _MAX_HEADER = 65536
+_MAX_LITERAL_HEADER = 10000  # numpy.load's default max_header_size
+_SHAPE = re.compile(r"['\"]shape['\"]\s*:\s*\(([\d\s,]*)\)")
+_SIMPLE_DESCR = re.compile(r"['\"]descr['\"]\s*:\s*['\"]([^'\"]*)['\"]")
+_FORTRAN = re.compile(r"['\"]fortran_order['\"]\s*:\s*True")
+_CHECK_TOKENS = 64  # numbers per row that are parsed to confirm a numeric matrix
 _TYPESTR = re.compile(r"^[<>|=]?([a-zA-Z])(\d*)")
 _SPLIT = re.compile(r"[,\s;]+")
 
@@ -81,14 +89,33 @@ def _npy(body: bytes) -> Features:
     if hlen > _MAX_HEADER or hstart + hlen > len(body):
         raise NotRecognized("NPY: header length out of range")
     encoding = "utf-8" if major == 3 else "latin-1"
-    header = ast.literal_eval(body[hstart : hstart + hlen].decode(encoding))
-    if not isinstance(header, dict):
-        raise NotRecognized("NPY: header is not a dict")
-    shape = header.get("shape")
-    if not isinstance(shape, tuple) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise NotRecognized("NPY: invalid shape")
+    text = body[hstart : hstart + hlen].decode(encoding)
+    shape_m = _SHAPE.search(text)
+    descr_m = _SIMPLE_DESCR.search(text)
+    if shape_m is not None and descr_m is not None:
+        # The common case, parsed without building Python literals: a typestr and a shape.
+        dims = [d for d in shape_m.group(1).replace(" ", "").split(",") if d]
+        if len(dims) > MAX_NDIM:
+            raise NotRecognized(f"NPY: more than numpy's {MAX_NDIM} dimensions")
+        shape = tuple(int(d) for d in dims)
+        header: dict[object, object] = {"descr": descr_m.group(1),
+                                        "fortran_order": _FORTRAN.search(text) is not None}
+    else:
+        # Structured dtypes: a literal dict (never eval), within numpy's own header limit.
+        if hlen > _MAX_LITERAL_HEADER:
+            raise NotRecognized("NPY: structured header too long to parse cheaply")
+        parsed = ast.literal_eval(text)
+        if not isinstance(parsed, dict):
+            raise NotRecognized("NPY: header is not a dict")
+        header = parsed
+        raw_shape = header.get("shape")
+        if not isinstance(raw_shape, tuple) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw_shape
+        ):
+            raise NotRecognized("NPY: invalid shape")
+        shape = raw_shape
+    if len(shape) > MAX_NDIM:
+        raise NotRecognized(f"NPY: more than numpy's {MAX_NDIM} dimensions")
     kind, itemsize = _itemsize(header.get("descr"))
     feats = _shape_features(shape, kind, itemsize)
     feats["fortran_order"] = float(bool(header.get("fortran_order")))
@@ -109,7 +136,7 @@ def _text_matrix(body: bytes, options: Mapping[str, object]) -> Features:
     widths = set()
     for ln in lines:
         tokens = [t for t in _SPLIT.split(ln.strip()) if t]
-        for t in tokens:
+        for t in tokens[:_CHECK_TOKENS]:
             float(t)  # ValueError -> not a numeric matrix
         widths.add(len(tokens))
     if len(widths) != 1:

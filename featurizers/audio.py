@@ -71,20 +71,22 @@ def _mp3_header(body: bytes, pos: int) -> tuple[int, int, int, int, int, bool] |
     return bitrate, rate, channels, samples, frame_len, mpeg1
 
 
-def _find_mp3_frame(body: bytes, start: int, limit: int) -> int:
-    """First offset >= start whose header is valid and is followed by another valid header."""
+def _find_mp3_frame(body: bytes, start: int, limit: int, budget: int) -> int:
+    """First offset >= start whose header is valid and is followed by another valid header,
+    trying at most `budget` candidate sync bytes."""
     pos = start
     end = min(len(body), limit)
-    while True:
+    for _ in range(budget):
         pos = body.find(b"\xff", pos, end)
         if pos < 0:
-            raise NotRecognized("MP3: no frame sync within the header budget")
+            break
         hdr = _mp3_header(body, pos)
         if hdr is not None:
             nxt = pos + hdr[4]
             if nxt + 4 > len(body) or _mp3_header(body, nxt) is not None:
                 return pos
         pos += 1
+    raise NotRecognized("MP3: no frame sync within the header budget")
 
 
 def looks_like_mp3(head: bytes) -> bool:
@@ -96,7 +98,7 @@ def looks_like_mp3(head: bytes) -> bool:
 
 def _mp3(body: bytes, options: Mapping[str, object]) -> Features:
     start = _id3_end(body)
-    pos = _find_mp3_frame(body, start, start + sample_bytes(options))
+    pos = _find_mp3_frame(body, start, start + sample_bytes(options), max_elements(options))
     hdr = _mp3_header(body, pos)
     assert hdr is not None
     bitrate, rate, channels, samples, _frame_len, mpeg1 = hdr

@@ -55,15 +55,15 @@ def _brackets_match(chars: np.ndarray, levels: np.ndarray, open_ok: bool) -> boo
     """Per nesting level, brackets must alternate opener/closer with matching types."""
     order = np.lexsort((np.arange(len(chars)), levels))
     seq, lvl = chars[order].astype(np.int16), levels[order]
+    if len(seq) == 0:
+        return True
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(lvl)) + 1))
+    ends = np.concatenate((starts[1:], [len(seq)])) - 1
+    odd_ends = ends[(ends - starts) % 2 == 0]  # groups of odd size: an opener left open
+    if len(odd_ends) and not (open_ok and np.all(_OPEN[seq[odd_ends]])):
+        return False
     keep = np.ones(len(seq), dtype=bool)
-    boundaries = np.flatnonzero(np.diff(lvl)) + 1
-    for last in [*(boundaries - 1), len(seq) - 1]:
-        group_start = boundaries[boundaries <= last]
-        first = int(group_start[-1]) if len(group_start) else 0
-        if (last - first + 1) % 2:  # an opener left open at this level
-            if not open_ok or not _OPEN[seq[last]]:
-                return False
-            keep[last] = False
+    keep[odd_ends] = False
     seq, lvl = seq[keep], lvl[keep]
     openers, closers = seq[0::2], seq[1::2]
     return bool(np.all(_OPEN[openers]) and np.all(closers - openers == 2)

@@ -12,6 +12,7 @@ import pytest
 from feat_media import (
     AUDIO_RECIPES,
     FFMPEG,
+    QCIF_RECIPES,
     VIDEO_RECIPES,
     ffmpeg,
     image_bytes,
@@ -29,7 +30,8 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def videos(media_dir: Path) -> dict[str, bytes]:
     if FFMPEG is None:
         pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
-    return {name: ffmpeg(media_dir / name, args) for name, args in VIDEO_RECIPES.items()}
+    recipes = {**VIDEO_RECIPES, **QCIF_RECIPES}
+    return {name: ffmpeg(media_dir / name, args) for name, args in recipes.items()}
 
 
 @pytest.fixture(scope="session")

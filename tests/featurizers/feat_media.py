@@ -34,6 +34,12 @@ VIDEO_RECIPES: dict[str, list[str]] = {
     "mkv_h264.mkv": [*VIDEO_SRC, "-c:v", "libx264", "-preset", "ultrafast"],
     "mpegts.ts": [*VIDEO_SRC, "-c:v", "mpeg2video", "-f", "mpegts"],
 }
+#: A second geometry and frame rate (1 s, 176x144, 30 fps) so golden values are not one point.
+QCIF_SRC = ["-f", "lavfi", "-i", "testsrc=duration=1:size=176x144:rate=30"]
+QCIF_RECIPES: dict[str, list[str]] = {
+    "qcif30.mp4": [*QCIF_SRC, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"],
+    "qcif30.webm": [*QCIF_SRC, "-c:v", "libvpx", "-deadline", "realtime", "-b:v", "100k"],
+}
 AUDIO_RECIPES: dict[str, list[str]] = {
     "stereo.flac": [*AUDIO_SRC, "-ac", "2"],
     "cbr.mp3": [*AUDIO_SRC, "-c:a", "libmp3lame", "-b:a", "128k"],

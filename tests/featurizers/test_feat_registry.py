@@ -122,6 +122,7 @@ class TestEntryPointPlugins:
             lines2 = shabari_feat_demo:Lines
             broken = shabari_feat_demo_missing:nothing
             notcallable = shabari_feat_demo:NOT_CALLABLE
+            exits = shabari_feat_exits:anything
         """, """
             LOADS = []
             NOT_CALLABLE = 42
@@ -140,13 +141,14 @@ class TestEntryPointPlugins:
 
             Lines = _Lines()
         """)
+        (tmp_path / "shabari_feat_exits.py").write_text("import sys\nsys.exit(3)\n")
         monkeypatch.syspath_prepend(str(tmp_path))
         monkeypatch.setattr(_registry, "_plugins_loaded", False)
         with pytest.warns(RuntimeWarning) as record:
             assert "lines2" in kinds()
         messages = " ".join(str(w.message) for w in record)
-        assert "broken" in messages and "notcallable" in messages
-        assert "broken" not in kinds() and "notcallable" not in kinds()
+        assert all(name in messages for name in ("broken", "notcallable", "exits"))
+        assert not {"broken", "notcallable", "exits"} & set(kinds())
         f = extract(b"LINES\na\nb\n")
         assert f["kind.lines2"] == 1.0 and f["n"] == 3.0
         assert extract(b"x\ny\n", content_type="text/x-lines")["kind.lines2"] == 1.0

@@ -90,3 +90,32 @@ class TestRealFilesParse:
             if name.endswith(".ts"):
                 continue  # MPEG-TS has no container header to parse (ffprobe fallback only)
             assert "malformed" not in f, name
+
+
+class TestAdversarialInputsStayBounded:
+    """Inputs built to defeat naive parsers: each must come back with a sane answer."""
+
+    def test_very_deep_json(self) -> None:
+        f = extract(b"[" * 30000 + b"]" * 30000)
+        assert (f["depth"], f["length"]) == (30000.0, 1.0)
+
+    def test_very_deep_json_mismatched(self) -> None:
+        assert extract(b"[{" * 15000 + b"]}" * 15000)["malformed"] == 1.0
+
+    def test_unclosed_json_longer_than_sample(self) -> None:
+        f = extract(b"[" * 300000)
+        assert f["estimated"] == 1.0 and f["depth"] == 32768.0  # the head sample's depth
+
+    def test_mp3_sync_search_has_a_budget(self) -> None:
+        body = b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\xff" * 100000
+        assert extract(body)["malformed"] == 1.0
+
+    def test_npy_with_too_many_dimensions(self) -> None:
+        header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (" + b"1, " * 20000 + b")}"
+        body = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+        assert extract(body)["malformed"] == 1.0
+
+    def test_one_huge_text_matrix_row(self) -> None:
+        body = (" ".join(["1"] * 30000) + "\n").encode()
+        f = extract(body, kind="array")
+        assert (f["dim0"], f["dim1"]) == (1.0, 30000.0)

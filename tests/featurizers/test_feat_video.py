@@ -112,6 +112,16 @@ class TestMatroska:
         assert f["malformed"] == 1.0 and f["kind.video"] == 1.0
 
 
+class TestOtherGeometry:
+    @pytest.mark.parametrize(("name", "codec"), [("qcif30.mp4", "h264"), ("qcif30.webm", "vp8")])
+    def test_176x144_at_30fps(self, videos: dict[str, bytes], name: str, codec: str) -> None:
+        f = extract(videos[name])
+        assert "malformed" not in f and f[f"codec.{codec}"] == 1.0
+        assert (f["width"], f["height"]) == (176.0, 144.0)
+        assert f["fps"] == pytest.approx(30.0)
+        assert abs(f["duration_s"] - 1.0) <= 1 / 30
+
+
 class TestFfprobeFallback:
     def test_off_by_default(self, videos: dict[str, bytes]) -> None:
         f = extract(videos["mpegts.ts"])
