@@ -151,7 +151,7 @@ class Cluster:
         self.url = url
         self.kubeconfig = kubeconfig
 
-    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
             obj = self.k.objects[resource, namespace, name]
         except KeyError:
