@@ -1,10 +1,13 @@
 """Session fixtures: real media generated once with Pillow, numpy and ffmpeg.
 
-ffmpeg-made files are skipped (with the reason) when ffmpeg is absent; `make test` installs it.
+Tests that need an ffmpeg-made file skip (with the reason) when ffmpeg, or the encoder that
+file needs, is absent; `make test` installs ffmpeg.
 """
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,26 +29,60 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("featurizer-media")
 
 
-@pytest.fixture(scope="session")
-def videos(media_dir: Path) -> dict[str, bytes]:
-    if FFMPEG is None:
-        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
-    recipes = {**VIDEO_RECIPES, **QCIF_RECIPES}
-    return {name: ffmpeg(media_dir / name, args) for name, args in recipes.items()}
+class FfmpegMedia(Mapping[str, bytes]):
+    """Files made by ffmpeg on first access and cached; a file ffmpeg cannot make (no ffmpeg,
+    or a build without that encoder) skips the test that asked for it, with the reason."""
+
+    def __init__(self, directory: Path, recipes: dict[str, list[str]]) -> None:
+        self._dir, self._recipes = directory, recipes
+        self._made: dict[str, bytes] = {}
+        self._failed: dict[str, str] = {}
+
+    def _make(self, name: str) -> bytes | None:
+        if name not in self._made and name not in self._failed:
+            if FFMPEG is None:
+                self._failed[name] = "ffmpeg not installed (apt-get install ffmpeg)"
+            else:
+                try:
+                    self._made[name] = ffmpeg(self._dir / name, self._recipes[name])
+                except subprocess.CalledProcessError as exc:
+                    err = (exc.stderr or b"").decode(errors="replace").strip()
+                    self._failed[name] = f"ffmpeg cannot make {name}: {err}"
+        return self._made.get(name)
+
+    def __getitem__(self, name: str) -> bytes:
+        body = self._make(name)
+        if body is None:
+            pytest.skip(self._failed[name])
+        return body
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._recipes)
+
+    def __len__(self) -> int:
+        return len(self._recipes)
+
+    def available(self) -> dict[str, bytes]:
+        """Every file that could be made (for the property-test corpus)."""
+        return {name: body for name in self._recipes if (body := self._make(name)) is not None}
 
 
 @pytest.fixture(scope="session")
-def audios(media_dir: Path) -> dict[str, bytes]:
-    if FFMPEG is None:
-        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
-    return {name: ffmpeg(media_dir / name, args) for name, args in AUDIO_RECIPES.items()}
+def videos(media_dir: Path) -> FfmpegMedia:
+    return FfmpegMedia(media_dir, {**VIDEO_RECIPES, **QCIF_RECIPES})
 
 
 @pytest.fixture(scope="session")
-def corpus(videos: dict[str, bytes], audios: dict[str, bytes]) -> dict[str, bytes]:
-    """One real file of every format, the seeds of the property tests."""
-    files = dict(videos)
-    files.update(audios)
+def audios(media_dir: Path) -> FfmpegMedia:
+    return FfmpegMedia(media_dir, AUDIO_RECIPES)
+
+
+@pytest.fixture(scope="session")
+def corpus(videos: FfmpegMedia, audios: FfmpegMedia) -> dict[str, bytes]:
+    """One real file of every format, the seeds of the property tests (ffmpeg-made ones only
+    where ffmpeg could make them)."""
+    files = videos.available()
+    files.update(audios.available())
     files["tone.wav"] = wav_bytes(0.5, 8000, 1, 2)
     for fmt, ext in (("JPEG", "jpg"), ("PNG", "png"), ("GIF", "gif"), ("WEBP", "webp"),
                      ("TIFF", "tif")):

@@ -56,7 +56,7 @@ AUDIO_RECIPES: dict[str, list[str]] = {
 def ffmpeg(out: Path, args: list[str]) -> bytes:
     assert FFMPEG is not None
     subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", *args, str(out)], check=True,
-                   timeout=120)
+                   timeout=120, capture_output=True)
     return out.read_bytes()
 
 

@@ -3,6 +3,8 @@ ffmpeg-made WAVE_FORMAT_EXTENSIBLE, FLAC, MP3 CBR/VBR/no-Xing, Ogg Vorbis, Opus,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 from feat_media import wav_bytes
 
@@ -28,7 +30,7 @@ class TestWav:
         assert (f["sample_rate"], f["channels"], f["bits_per_sample"]) == (rate, channels,
                                                                            8 * width)
 
-    def test_wave_format_extensible(self, audios: dict[str, bytes]) -> None:
+    def test_wave_format_extensible(self, audios: Mapping[str, bytes]) -> None:
         body = audios["ext6ch.wav"]
         assert int.from_bytes(body[20:22], "little") == 0xFFFE
         f = extract(body)
@@ -43,14 +45,14 @@ class TestWav:
 
 
 class TestCompressed:
-    def test_flac_streaminfo(self, audios: dict[str, bytes]) -> None:
+    def test_flac_streaminfo(self, audios: Mapping[str, bytes]) -> None:
         f = extract(audios["stereo.flac"])
         _ok(f, "flac")
         assert (f["sample_rate"], f["channels"], f["bits_per_sample"]) == (44100, 2, 16)
         assert f["duration_s"] == pytest.approx(TONE_S, abs=1e-6)
 
     @pytest.mark.parametrize(("name", "vbr"), [("cbr.mp3", 0.0), ("vbr.mp3", 1.0)])
-    def test_mp3_xing_or_info_frame_count(self, audios: dict[str, bytes], name: str,
+    def test_mp3_xing_or_info_frame_count(self, audios: Mapping[str, bytes], name: str,
                                           vbr: float) -> None:
         f = extract(audios[name])
         _ok(f, "mp3")
@@ -58,7 +60,7 @@ class TestCompressed:
         # The frame count includes the encoder delay/padding: within two 26 ms frames.
         assert f["duration_s"] == pytest.approx(TONE_S, abs=0.06)
 
-    def test_mp3_without_xing_uses_cbr_estimate(self, audios: dict[str, bytes]) -> None:
+    def test_mp3_without_xing_uses_cbr_estimate(self, audios: Mapping[str, bytes]) -> None:
         body = audios["noxing.mp3"]
         assert b"Xing" not in body[:2000] and b"Info" not in body[:2000]
         f = extract(body)
@@ -66,19 +68,19 @@ class TestCompressed:
         assert f["duration_s"] == pytest.approx(TONE_S, abs=0.06)
         assert f["bitrate"] == pytest.approx(64000, rel=0.02)
 
-    def test_ogg_vorbis_last_granule(self, audios: dict[str, bytes]) -> None:
+    def test_ogg_vorbis_last_granule(self, audios: Mapping[str, bytes]) -> None:
         f = extract(audios["vorbis.ogg"])
         _ok(f, "vorbis")
         assert (f["sample_rate"], f["channels"]) == (44100, 1)
         assert f["duration_s"] == pytest.approx(TONE_S, abs=1e-3)
 
-    def test_opus_pre_skip_and_48k_granules(self, audios: dict[str, bytes]) -> None:
+    def test_opus_pre_skip_and_48k_granules(self, audios: Mapping[str, bytes]) -> None:
         f = extract(audios["opus.opus"])
         _ok(f, "opus")
         assert (f["sample_rate"], f["channels"]) == (48000, 1)
         assert f["duration_s"] == pytest.approx(TONE_S, abs=1e-3)
 
-    def test_m4a_aac_channels_from_esds(self, audios: dict[str, bytes]) -> None:
+    def test_m4a_aac_channels_from_esds(self, audios: Mapping[str, bytes]) -> None:
         f = extract(audios["aac.m4a"])
         _ok(f, "m4a")
         assert (f["sample_rate"], f["channels"]) == (44100, 1)

@@ -4,6 +4,7 @@ Matroska), bounded work on large files, and the opt-in ffprobe fallback."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
 import pytest
 
@@ -23,31 +24,31 @@ def _golden(f: dict[str, float], codec: str) -> None:
 
 
 class TestMp4:
-    def test_moov_at_end(self, videos: dict[str, bytes]) -> None:
+    def test_moov_at_end(self, videos: Mapping[str, bytes]) -> None:
         body = videos["mp4_moov_end.mp4"]
         assert body.index(b"moov") > body.index(b"mdat")
         f = extract(body)
         _golden(f, "h264")
         assert f["container.mp4"] == 1.0 and f["has_audio"] == 0.0
 
-    def test_faststart_moov_first(self, videos: dict[str, bytes]) -> None:
+    def test_faststart_moov_first(self, videos: Mapping[str, bytes]) -> None:
         body = videos["mp4_faststart.mp4"]
         assert body.index(b"moov") < body.index(b"mdat")
         _golden(extract(body), "h264")
 
-    def test_video_track_chosen_among_audio(self, videos: dict[str, bytes]) -> None:
+    def test_video_track_chosen_among_audio(self, videos: Mapping[str, bytes]) -> None:
         f = extract(videos["mp4_with_audio.mp4"])
         _golden(f, "h264")
         assert f["tracks"] == 2.0 and f["has_audio"] == 1.0
 
-    def test_quicktime_mov(self, videos: dict[str, bytes]) -> None:
+    def test_quicktime_mov(self, videos: Mapping[str, bytes]) -> None:
         _golden(extract(videos["mov_mpeg4.mov"]), "mpeg4")
 
-    def test_content_type_does_not_override_magic(self, videos: dict[str, bytes]) -> None:
+    def test_content_type_does_not_override_magic(self, videos: Mapping[str, bytes]) -> None:
         f = extract(videos["mp4_faststart.mp4"], content_type="application/json")
         _golden(f, "h264")
 
-    def test_twenty_megabytes_of_media_before_moov(self, videos: dict[str, bytes]) -> None:
+    def test_twenty_megabytes_of_media_before_moov(self, videos: Mapping[str, bytes]) -> None:
         body = videos["mp4_moov_end.mp4"]
         ftyp_end = int.from_bytes(body[:4], "big")
         pad = 20 << 20  # a 20 MiB box the walk must jump over, not read
@@ -56,7 +57,7 @@ class TestMp4:
         _golden(f, "h264")
         assert f["bytes"] == len(big)
 
-    def test_version1_mvhd_and_mdhd(self, videos: dict[str, bytes]) -> None:
+    def test_version1_mvhd_and_mdhd(self, videos: Mapping[str, bytes]) -> None:
         # Rewrite the movie's mvhd as version 1 (64-bit times) the way long recordings store it.
         body = videos["mp4_faststart.mp4"]
         at = body.index(b"mvhd") - 4
@@ -73,13 +74,13 @@ class TestMp4:
                    + box + body[at + size :])
         _golden(extract(patched), "h264")
 
-    def test_truncated_before_moov_is_malformed(self, videos: dict[str, bytes]) -> None:
+    def test_truncated_before_moov_is_malformed(self, videos: Mapping[str, bytes]) -> None:
         body = videos["mp4_moov_end.mp4"]
         f = extract(body[: body.index(b"moov") - 4])
         assert f["malformed"] == 1.0 and f["kind.video"] == 1.0
         assert "duration_s" not in f
 
-    def test_box_budget_bounds_the_walk(self, videos: dict[str, bytes]) -> None:
+    def test_box_budget_bounds_the_walk(self, videos: Mapping[str, bytes]) -> None:
         body = videos["mp4_moov_end.mp4"]
         ftyp_end = int.from_bytes(body[:4], "big")
         many = body[:ftyp_end] + struct.pack(">I4s", 8, b"free") * 5000 + body[ftyp_end:]
@@ -93,13 +94,13 @@ class TestMatroska:
         ("webm_vp9.webm", "vp9", "webm"),
         ("mkv_h264.mkv", "h264", "matroska"),
     ])
-    def test_segment_info_and_tracks(self, videos: dict[str, bytes], name: str, codec: str,
+    def test_segment_info_and_tracks(self, videos: Mapping[str, bytes], name: str, codec: str,
                                      container: str) -> None:
         f = extract(videos[name])
         _golden(f, codec)
         assert f[f"container.{container}"] == 1.0
 
-    def test_header_only_prefix_is_enough(self, videos: dict[str, bytes]) -> None:
+    def test_header_only_prefix_is_enough(self, videos: Mapping[str, bytes]) -> None:
         body = videos["webm_vp8.webm"]
         # Info and Tracks precede the first Cluster, so a 4 KiB prefix has every feature but
         # the byte count.
@@ -114,7 +115,7 @@ class TestMatroska:
 
 class TestOtherGeometry:
     @pytest.mark.parametrize(("name", "codec"), [("qcif30.mp4", "h264"), ("qcif30.webm", "vp8")])
-    def test_176x144_at_30fps(self, videos: dict[str, bytes], name: str, codec: str) -> None:
+    def test_176x144_at_30fps(self, videos: Mapping[str, bytes], name: str, codec: str) -> None:
         f = extract(videos[name])
         assert "malformed" not in f and f[f"codec.{codec}"] == 1.0
         assert (f["width"], f["height"]) == (176.0, 144.0)
@@ -123,16 +124,16 @@ class TestOtherGeometry:
 
 
 class TestFfprobeFallback:
-    def test_off_by_default(self, videos: dict[str, bytes]) -> None:
+    def test_off_by_default(self, videos: Mapping[str, bytes]) -> None:
         f = extract(videos["mpegts.ts"])
         assert f["kind.video"] == 1.0 and f["malformed"] == 1.0 and "ffprobe" not in f
 
-    def test_used_when_container_parse_fails(self, videos: dict[str, bytes]) -> None:
+    def test_used_when_container_parse_fails(self, videos: Mapping[str, bytes]) -> None:
         f = extract(videos["mpegts.ts"], options={"ffprobe": True, "ffprobe_timeout_s": 20})
         assert f["ffprobe"] == 1.0 and "malformed" not in f
         _golden(f, "mpeg2")
 
-    def test_not_used_when_container_parses(self, videos: dict[str, bytes]) -> None:
+    def test_not_used_when_container_parses(self, videos: Mapping[str, bytes]) -> None:
         f = extract(videos["mp4_faststart.mp4"], options={"ffprobe": True})
         assert "ffprobe" not in f
 
