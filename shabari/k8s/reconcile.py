@@ -424,7 +424,10 @@ def stats_from_gateway(
             attainment = stats.get("slo_attainment")
             if isinstance(attainment, int | float) and not isinstance(attainment, bool):
                 status["sloAttainment"] = round(float(attainment), 4)
-            version = stats.get("model_version") or entry.get("model_version")
+            learning = entry.get("learning")
+            version = stats.get("model_version")
+            if version is None and isinstance(learning, Mapping):
+                version = learning.get("model_version")
             if isinstance(version, str | int) and not isinstance(version, bool):
                 status["modelVersion"] = str(version)
             return status, condition(GATEWAY_STATS, "True", "Reporting",
