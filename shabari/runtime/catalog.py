@@ -113,9 +113,9 @@ def load_function(directory: Path) -> BundledFunction:
     return BundledFunction(directory.name, directory, spec, description)
 
 
-def bundled_functions(root: Path | None = None) -> dict[str, BundledFunction]:
+def bundled_functions(root: str | Path | None = None) -> dict[str, BundledFunction]:
     """Every folder under `root` with a function.yaml, by name (sorted)."""
-    base = root if root is not None else functions_root()
+    base = Path(root) if root is not None else functions_root()
     if not base.is_dir():
         raise ConfigError(f"functions directory {base} does not exist "
                           "(set SHABARI_FUNCTIONS_DIR)")
