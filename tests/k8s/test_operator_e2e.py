@@ -7,6 +7,11 @@ the gateway registry ConfigMap, Knative variants, resize policies and Events.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -287,3 +292,30 @@ class TestGatewayStatistics:
                 and condition(p, "GatewayStats").get("reason") == "GatewayUnreachable"
                 and condition(p, "Ready") and p, what="GatewayUnreachable")
             assert condition(fsp, "Ready")["status"] == "True"  # stats do not gate readiness
+
+
+class TestShabariOperatorCommand:
+    async def test_cli_process_reconciles_and_stops_on_sigterm(self, cluster: Cluster,
+                                                               tmp_path: Path) -> None:
+        """`shabari operator` as a real process: kubeconfig login, reconcile, clean exit."""
+        shabari = Path(sys.executable).with_name("shabari")
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
+               "SHABARI_NAMESPACE": SYSTEM_NS, "SHABARI_STATS_INTERVAL_S": "1"}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        env.pop("SHABARI_GATEWAY_URL", None)
+        log = (tmp_path / "operator.log").open("wb")
+        proc = await asyncio.create_subprocess_exec(
+            str(shabari), "operator", "--", "--standalone", "--quiet", env=env,
+            stdout=log, stderr=asyncio.subprocess.STDOUT)
+        try:
+            await api(cluster, "POST", KSVC, body=knative_service("cli"))
+            await api(cluster, "POST", FSP, body=policy("cli", "cli"))
+            await cluster.wait(lambda: condition(cluster.get(FSP, NS, "cli"), "Ready").get(
+                "status") == "True", timeout=30, what="Ready from the CLI process")
+            assert "cli" in registry(cluster)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            rc = await asyncio.wait_for(proc.wait(), timeout=30)
+            log.close()
+        assert rc == 0, (tmp_path / "operator.log").read_text()
