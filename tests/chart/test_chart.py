@@ -167,6 +167,8 @@ class TestWorkloads:
             gateway = named(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
             volumes = {v["name"]: v for v in gateway["volumes"]}
             assert volumes["registry"]["configMap"]["name"] == name
+            assert gateway["containers"][0]["command"] == ["shabari"]
+            assert gateway["containers"][0]["args"][0] == "gateway"
             assert "--config=/etc/shabari/functions.yaml" in gateway["containers"][0]["args"]
             env = {e["name"]: e for e in named(docs, "Deployment", "-operator")["spec"][
                 "template"]["spec"]["containers"][0]["env"]}
