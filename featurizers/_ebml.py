@@ -3,6 +3,9 @@
 Walks the Segment's top-level elements by their sizes and reads only Info (TimecodeScale,
 Duration) and Tracks (CodecID, DefaultDuration, PixelWidth/Height, SamplingFrequency,
 Channels); it stops at the first Cluster once both were seen, so no frame data is touched.
+Streams written without seeking back (browser MediaRecorder uploads, `ffmpeg -f webm pipe:`)
+lack Duration and sometimes DefaultDuration: then the block timestamps of the first Cluster
+give the frame rate, and those of the last Cluster (found in a bounded tail) the duration.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ _TIMECODE_SCALE = 0x2AD7B1
 _DURATION = 0x4489
 _TRACK_ENTRY = 0xAE
 _TRACK_TYPE = 0x83
+_TRACK_NUMBER = 0xD7
+_CLUSTER_TIMECODE = 0xE7
+_SIMPLE_BLOCK = 0xA3
+_BLOCK_GROUP = 0xA0
+_BLOCK = 0xA1
+_CLUSTER_ID = b"\x1f\x43\xb6\x75"
 _CODEC_ID = 0x86
 _DEFAULT_DURATION = 0x23E383
 _VIDEO = 0xE0
@@ -41,6 +50,7 @@ def sniff(head: bytes) -> bool:
 @dataclass
 class MkvTrack:
     kind: int = 0  # 1 video, 2 audio
+    number: int = 0
     codec_id: str = ""
     default_duration_ns: int = 0
     width: int = 0
@@ -56,6 +66,7 @@ class Segment:
     duration: float = 0.0
     tracks: list[MkvTrack] = field(default_factory=list)
     found_info: bool = False
+    first_cluster: int = -1  # offset of the first Cluster element, if reached
 
 
 def _vint(data: bytes, pos: int, keep_marker: bool) -> tuple[int, int]:
@@ -112,6 +123,8 @@ def _track(data: bytes, ps: int, pe: int, budget: list[int]) -> MkvTrack:
     for eid, s, e in _elements(data, ps, pe, budget):
         if eid == _TRACK_TYPE:
             t.kind = _uint(data, s, e)
+        elif eid == _TRACK_NUMBER:
+            t.number = _uint(data, s, e)
         elif eid == _CODEC_ID:
             t.codec_id = data[s:e].decode("ascii", "replace").rstrip("\x00")
         elif eid == _DEFAULT_DURATION:
@@ -158,8 +171,11 @@ def parse(data: bytes, max_elements: int, limit: int) -> Segment:
                     for tid, ts, te in _elements(data, ss, se, budget):
                         if tid == _TRACK_ENTRY:
                             seg.tracks.append(_track(data, ts, te, budget))
-                elif sid == _CLUSTER and seg.found_info and found_tracks:
-                    break
+                elif sid == _CLUSTER:
+                    if seg.first_cluster < 0:
+                        seg.first_cluster = ss
+                    if seg.found_info and found_tracks:
+                        break
             break
     if not seg.found_info and not found_tracks:
         raise NotRecognized("EBML: no Segment Info or Tracks within the header budget")
@@ -169,3 +185,63 @@ def parse(data: bytes, max_elements: int, limit: int) -> Segment:
 def duration_s(seg: Segment) -> float:
     d = seg.duration * seg.timecode_scale / 1e9
     return d if d > 0 else 0.0
+
+
+def _cluster_blocks(
+    data: bytes, ps: int, pe: int, budget: list[int]
+) -> Iterator[tuple[int, int]]:
+    """(track number, absolute timecode) of the blocks of the Cluster whose payload starts at
+    ps; the Cluster Timecode precedes its blocks."""
+    base = 0
+    for eid, s, e in _elements(data, ps, pe, budget):
+        if eid == _CLUSTER_TIMECODE:
+            base = _uint(data, s, e)
+        elif eid in (_SIMPLE_BLOCK, _BLOCK_GROUP):
+            if eid == _BLOCK_GROUP:
+                inner = next((x for x in _elements(data, s, e, budget) if x[0] == _BLOCK), None)
+                if inner is None:
+                    continue
+                s, e = inner[1], inner[2]
+            if e - s < 4:
+                continue
+            track, n = _vint(data, s, keep_marker=False)
+            (rel,) = struct.unpack_from(">h", data, s + n)
+            yield track, base + rel
+
+
+def block_fps(data: bytes, seg: Segment, track: int, max_elements: int) -> float:
+    """Frame rate from the block timestamps of `track` in the first Cluster (0 if unknown)."""
+    if seg.first_cluster < 0:
+        return 0.0
+    budget = [max_elements]
+    times = sorted(
+        tc for tr, tc in _cluster_blocks(data, seg.first_cluster, len(data), budget)
+        if tr == track
+    )
+    if len(times) < 2 or times[-1] <= times[0]:
+        return 0.0
+    return (len(times) - 1) * 1e9 / ((times[-1] - times[0]) * seg.timecode_scale)
+
+
+def tail_duration_s(data: bytes, seg: Segment, tail_bytes: int, max_elements: int) -> float:
+    """Duration from the last block timestamp of the last Cluster starting in the final
+    `tail_bytes` (0 if none is found); one frame/block duration is not added."""
+    start = max(0, len(data) - tail_bytes)
+    pos = data.rfind(_CLUSTER_ID, start)
+    if pos < 0:
+        return 0.0
+    _, n = _vint(data, pos + 4, keep_marker=False)
+    budget = [max_elements]
+    last = max((tc for _, tc in _cluster_blocks(data, pos + 4 + n, len(data), budget)),
+               default=0)
+    return last * seg.timecode_scale / 1e9
+
+
+def audio_only(head: bytes) -> bool:
+    """True when the Tracks found in `head` are all audio (an audio-only WebM/Matroska)."""
+    try:
+        seg = parse(head, 256, len(head))
+    except Exception:
+        return False
+    kinds = {t.kind for t in seg.tracks}
+    return bool(kinds) and kinds == {2}

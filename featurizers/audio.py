@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
-from featurizers import _isobmff
+from featurizers import _ebml, _isobmff
 from featurizers._util import (
     Features,
     NotRecognized,
@@ -20,8 +20,9 @@ from featurizers._util import (
     one_hot,
     sample_bytes,
 )
+from featurizers.video import mkv
 
-FORMATS = ("wav", "flac", "mp3", "vorbis", "opus", "m4a")
+FORMATS = ("wav", "flac", "mp3", "vorbis", "opus", "m4a", "webm")
 
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _MP3_BITRATES = {  # (mpeg1?, layer) -> kbit/s by index
@@ -225,6 +226,15 @@ def _m4a(body: bytes, options: Mapping[str, object]) -> Features:
     return feats
 
 
+def _webm(body: bytes, options: Mapping[str, object]) -> Features:
+    """Audio-only WebM/Matroska (e.g. a browser MediaRecorder upload): the EBML reader."""
+    f = mkv(body, options)
+    if "sample_rate" not in f:
+        raise NotRecognized("Matroska: no audio track")
+    keep = ("duration_s", "sample_rate", "channels", "bitrate", "duration_estimated")
+    return {**{k: f[k] for k in keep if k in f}, **one_hot("format", "webm")}
+
+
 def audio_format(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
@@ -232,6 +242,8 @@ def audio_format(head: bytes) -> str | None:
         return "flac"
     if head[:4] == b"OggS":
         return "ogg"
+    if _ebml.sniff(head) and _ebml.audio_only(head):
+        return "webm"
     if _isobmff.sniff(head) and _isobmff.major_brand(head) in _isobmff.AUDIO_BRANDS:
         return "m4a"
     if looks_like_mp3(head):
@@ -252,6 +264,8 @@ def featurize(body: bytes, options: Mapping[str, object]) -> Features:
         return _ogg(body, options)
     if fmt == "m4a":
         return _m4a(body, options)
+    if fmt == "webm" or _ebml.sniff(body):
+        return _webm(body, options)
     if fmt == "flac":
         return _flac(body, 0)
     start = _id3_end(body)

@@ -27,6 +27,7 @@ from featurizers._util import (
     one_hot,
     opt_bool,
     opt_float,
+    sample_bytes,
 )
 
 #: Normalised codec names used in the `codec.<name>` one-hot features.
@@ -52,7 +53,9 @@ def _mpegts(head: bytes) -> bool:
 def sniff(head: bytes) -> bool:
     if _isobmff.sniff(head):
         return _isobmff.major_brand(head) not in _isobmff.AUDIO_BRANDS
-    return _ebml.sniff(head) or _mpegts(head)
+    if _ebml.sniff(head):
+        return not _ebml.audio_only(head)
+    return _mpegts(head)
 
 
 def _finish(feats: Features, nbytes: int, codec: str) -> Features:
@@ -70,10 +73,14 @@ def _finish(feats: Features, nbytes: int, codec: str) -> Features:
 def _mp4(body: bytes, options: Mapping[str, object]) -> Features:
     movie = _isobmff.parse(body, max_elements(options))
     video = next((t for t in movie.tracks if t.handler == b"vide"), None)
-    feats: Features = {"duration_s": _isobmff.movie_duration_s(movie),
-                       "tracks": float(len(movie.tracks)),
+    feats: Features = {"tracks": float(len(movie.tracks)),
                        "has_audio": float(any(t.handler == b"soun" for t in movie.tracks)),
                        "container.mp4": 1.0}
+    if (duration := _isobmff.movie_duration_s(movie)) > 0:
+        feats["duration_s"] = duration
+    audio = next((t for t in movie.tracks if t.handler == b"soun"), None)
+    if audio is not None and audio.sample_rate > 0:
+        feats["sample_rate"], feats["channels"] = audio.sample_rate, float(audio.channels)
     codec = "other"
     if video is not None:
         feats["width"], feats["height"] = video.width, video.height
@@ -83,10 +90,15 @@ def _mp4(body: bytes, options: Mapping[str, object]) -> Features:
     return _finish(feats, len(body), codec)
 
 
+def mkv(body: bytes, options: Mapping[str, object]) -> Features:
+    """Matroska/WebM features (also used by the audio featurizer for audio-only WebM)."""
+    return _mkv(body, options)
+
+
 def _mkv(body: bytes, options: Mapping[str, object]) -> Features:
     seg = _ebml.parse(body, max_elements(options), header_bytes(options))
     video = next((t for t in seg.tracks if t.kind == 1), None)
-    feats: Features = {"duration_s": _ebml.duration_s(seg), "tracks": float(len(seg.tracks)),
+    feats: Features = {"tracks": float(len(seg.tracks)),
                        "has_audio": float(any(t.kind == 2 for t in seg.tracks)),
                        "container.webm" if seg.doctype == "webm" else "container.matroska": 1.0}
     codec = "other"
@@ -94,7 +106,20 @@ def _mkv(body: bytes, options: Mapping[str, object]) -> Features:
         feats["width"], feats["height"] = float(video.width), float(video.height)
         if video.default_duration_ns > 0:
             feats["fps"] = 1e9 / video.default_duration_ns
+        elif (fps := _ebml.block_fps(body, seg, video.number, max_elements(options))) > 0:
+            feats["fps"] = fps
         codec = _MKV_CODEC.get(video.codec_id, "other")
+    audio = next((t for t in seg.tracks if t.kind == 2), None)
+    if audio is not None and audio.sample_rate > 0:
+        feats["sample_rate"], feats["channels"] = audio.sample_rate, float(audio.channels)
+    duration = _ebml.duration_s(seg)
+    if duration <= 0:  # written without seeking back: the last Cluster's last block + 1 frame
+        last = _ebml.tail_duration_s(body, seg, sample_bytes(options), max_elements(options))
+        if last > 0:
+            duration = last + (1 / feats["fps"] if feats.get("fps", 0.0) > 0 else 0.0)
+            feats["duration_estimated"] = 1.0
+    if duration > 0:
+        feats["duration_s"] = duration
     return _finish(feats, len(body), codec)
 
 

@@ -33,6 +33,8 @@ VIDEO_RECIPES: dict[str, list[str]] = {
                       "-b:v", "300k"],
     "mkv_h264.mkv": [*VIDEO_SRC, "-c:v", "libx264", "-preset", "ultrafast"],
     "mpegts.ts": [*VIDEO_SRC, "-c:v", "mpeg2video", "-f", "mpegts"],
+    "piped_vp8.webm": [*VIDEO_SRC, "-c:v", "libvpx", "-deadline", "realtime", "-b:v", "300k",
+                       "-f", "webm"],
 }
 #: A second geometry and frame rate (1 s, 176x144, 30 fps) so golden values are not one point.
 QCIF_SRC = ["-f", "lavfi", "-i", "testsrc=duration=1:size=176x144:rate=30"]
@@ -50,14 +52,20 @@ AUDIO_RECIPES: dict[str, list[str]] = {
     "opus.opus": [*AUDIO_SRC, "-c:a", "libopus"],
     "aac.m4a": [*AUDIO_SRC, "-c:a", "aac"],
     "ext6ch.wav": [*AUDIO_SRC, "-ac", "6", "-c:a", "pcm_s24le"],
+    "opus_stereo.webm": [*AUDIO_SRC, "-ac", "2", "-c:a", "libopus"],
+    "piped_opus.webm": [*AUDIO_SRC, "-c:a", "libopus", "-f", "webm"],
 }
 
 
 def ffmpeg(out: Path, args: list[str]) -> bytes:
+    """Run ffmpeg; a name starting with `piped_` is written to stdout (a non-seekable output,
+    like a live stream or a browser MediaRecorder upload) instead of to the file."""
     assert FFMPEG is not None
-    subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", *args, str(out)], check=True,
-                   timeout=120, capture_output=True)
-    return out.read_bytes()
+    piped = out.name.startswith("piped_")
+    proc = subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", *args,
+                           "pipe:1" if piped else str(out)],
+                          check=True, timeout=120, capture_output=True)
+    return proc.stdout if piped else out.read_bytes()
 
 
 def wav_bytes(seconds: float, rate: int, channels: int, sampwidth: int) -> bytes:

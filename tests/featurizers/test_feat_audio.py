@@ -86,6 +86,22 @@ class TestCompressed:
         assert (f["sample_rate"], f["channels"]) == (44100, 1)
         assert f["duration_s"] == pytest.approx(TONE_S, abs=0.03)
 
+    def test_audio_only_webm_is_audio(self, audios: Mapping[str, bytes]) -> None:
+        f = extract(audios["opus_stereo.webm"])
+        _ok(f, "webm")
+        assert (f["sample_rate"], f["channels"]) == (48000, 2)
+        assert f["duration_s"] == pytest.approx(TONE_S, abs=0.03)
+
+    def test_streamed_webm_like_a_browser_recording(self, audios: Mapping[str, bytes]) -> None:
+        f = extract(audios["piped_opus.webm"])
+        _ok(f, "webm")
+        assert f["duration_estimated"] == 1.0
+        assert (f["sample_rate"], f["channels"]) == (48000, 1)
+        assert f["duration_s"] == pytest.approx(TONE_S, abs=0.03)
+
+    def test_video_webm_as_audio_kind_is_malformed(self, videos: Mapping[str, bytes]) -> None:
+        assert extract(videos["webm_vp8.webm"], kind="audio")["malformed"] == 1.0
+
     def test_content_type_alone_does_not_make_text_audio(self) -> None:
         f = extract(b"definitely not audio", content_type="audio/mpeg")
         assert f["kind.audio"] == 1.0 and f["malformed"] == 1.0

@@ -40,6 +40,7 @@ class TestMp4:
         f = extract(videos["mp4_with_audio.mp4"])
         _golden(f, "h264")
         assert f["tracks"] == 2.0 and f["has_audio"] == 1.0
+        assert (f["sample_rate"], f["channels"]) == (44100.0, 1.0)
 
     def test_quicktime_mov(self, videos: Mapping[str, bytes]) -> None:
         _golden(extract(videos["mov_mpeg4.mov"]), "mpeg4")
@@ -107,6 +108,23 @@ class TestMatroska:
         f = extract(body[:4096], kind="video")
         assert (f["width"], f["height"], f["fps"]) == (320.0, 240.0, 25.0)
         assert abs(f["duration_s"] - 2.5) <= FRAME
+
+    def test_streamed_webm_without_duration(self, videos: Mapping[str, bytes]) -> None:
+        body = videos["piped_vp8.webm"]
+        assert b"\x44\x89" not in body[: body.index(b"\x1f\x43\xb6\x75")]  # no Duration
+        f = extract(body)
+        assert f["duration_estimated"] == 1.0
+        _golden(f, "vp8")
+
+    def test_fps_from_block_timestamps_without_default_duration(
+        self, videos: Mapping[str, bytes]
+    ) -> None:
+        body = videos["piped_vp8.webm"]
+        at = body.index(b"\x23\xe3\x83")  # DefaultDuration, 4-byte payload: 8 bytes in all
+        assert body[at + 3] == 0x84
+        voided = body[:at] + b"\xec\x86" + bytes(6) + body[at + 8 :]  # same size Void element
+        f = extract(voided)
+        _golden(f, "vp8")
 
     def test_garbage_after_magic_is_malformed(self) -> None:
         f = extract(b"\x1a\x45\xdf\xa3" + b"\x00" * 64)
