@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,7 @@ from shabari.core import (
 from shabari.data.perf import PerfRow, write_perf_table
 from shabari.runtime.catalog import BundledFunction, GeneratedInput, bundled_functions
 
-__all__ = ["parse_size_arg", "profile_function", "run"]
+__all__ = ["parse_size_arg", "profile_function", "run", "summary_markdown"]
 
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -159,6 +160,47 @@ def _print_size(name: str, size: Size, rows: list[PerfRow], error: str) -> None:
           f"{len(ok)}/{len(rows)} ok{note}", file=sys.stderr, flush=True)
 
 
+def summary_markdown(rows: Sequence[PerfRow]) -> str:
+    """Two Markdown tables of a profile: median latency per input x CPU (at the largest memory,
+    failures as `fail`), and peak memory / CPU used per input (largest size). This is what
+    `shabari profile` prints and what docs/functions.md shows."""
+    if not rows:
+        return ""
+    cpus = sorted({r.cpu_millicores for r in rows})
+    mem = max(r.memory_mib for r in rows)
+    inputs = list(dict.fromkeys(r.input for r in rows))
+    lines = [f"Median latency (ms) at {mem}Mi by CPU allocation:", "",
+             "| input | " + " | ".join(f"{c}m" for c in cpus) + " |",
+             "|---|" + "---:|" * len(cpus)]
+    for inp in inputs:
+        cells = []
+        for c in cpus:
+            sample = [r for r in rows if r.input == inp and r.cpu_millicores == c
+                      and r.memory_mib == mem]
+            ok = [r.latency_ms for r in sample if r.ok]
+            cells.append(f"{statistics.median(ok):.0f}" if ok and len(ok) * 2 >= len(sample)
+                         else "fail")
+        lines.append(f"| {inp} | " + " | ".join(cells) + " |")
+    top_cpu = max(cpus)
+    lines += ["", f"Peak memory and CPU used by input (at {top_cpu}m, {mem}Mi), and the "
+              "smallest memory size that never failed:", "",
+              "| input | bytes | peak memory (MiB) | CPU used (millicores) | smallest OK memory |",
+              "|---|---:|---:|---:|---:|"]
+    for inp in inputs:
+        at_top = [r for r in rows if r.input == inp and r.cpu_millicores == top_cpu
+                  and r.memory_mib == mem and r.ok]
+        peak = max((r.peak_memory_mib or 0.0) for r in at_top) if at_top else float("nan")
+        used = [r.cpu_used_millicores for r in at_top if r.cpu_used_millicores is not None]
+        mems = sorted({r.memory_mib for r in rows if r.input == inp})
+        safe = next((m for m in mems if all(r.ok for r in rows
+                                            if r.input == inp and r.memory_mib == m)), None)
+        nbytes = next((r.features.get("bytes") for r in rows if r.input == inp), None)
+        lines.append(f"| {inp} | {nbytes or 0:.0f} | {peak:.0f} | "
+                     f"{statistics.median(used) if used else float('nan'):.0f} | "
+                     f"{f'{safe}Mi' if safe else 'none'} |")
+    return "\n".join(lines) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
     functions = bundled_functions()
     fn = functions.get(args.function)
@@ -179,8 +221,12 @@ def run(args: argparse.Namespace) -> int:
     timeout = float(getattr(args, "timeout", None) or DEFAULT_TIMEOUT_S)
     print(f"profiling {fn.name}: {len(inputs)} inputs x {len(sizes)} sizes x {args.repeats} "
           f"repeat(s) -> {args.out}", file=sys.stderr)
+    load_before = os.getloadavg()[0]
     rows = asyncio.run(profile_function(fn, sizes, inputs, repeats=args.repeats,
                                         timeout_s=timeout))
     write_perf_table(rows, args.out)
-    print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
+    # other load on the machine skews latencies: say how busy it was, next to the numbers
+    print(f"wrote {len(rows)} rows to {args.out} (1-min load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs)", file=sys.stderr)
+    print(summary_markdown(rows))
     return 0
