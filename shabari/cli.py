@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=None, help="invocations at once")
     p.add_argument("--max-queue", type=int, default=None, help="waiting invocations (then 429)")
     p.add_argument("--keep-alive", type=float, default=None, help="idle pod keep-alive seconds")
+    p.add_argument("--node-cpus", type=float, default=None,
+                   help="local backend: schedulable vCPUs (default: this machine's cores)")
+    p.add_argument("--node-memory-gib", type=float, default=None,
+                   help="local backend: schedulable memory (default: this machine's memory)")
 
     p = sub.add_parser("operator", help="run the Kubernetes control plane (kopf)")
     p.add_argument("kopf_args", nargs=argparse.REMAINDER, help="options passed to `kopf run`")

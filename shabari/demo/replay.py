@@ -62,25 +62,38 @@ def _float(h: Mapping[str, str], key: str) -> float | None:
 
 
 class Progress:
-    """A one-line text progress bar on stderr (off when not a TTY unless forced)."""
+    """A text progress bar on stderr: redrawn in place on a terminal, every 25% otherwise."""
 
     def __init__(self, label: str, total: int, enabled: bool) -> None:
         self.label, self.total, self.enabled = label, max(total, 1), enabled
         self.done = 0
+        self.failed = 0
         self._last = 0.0
+        self._tty = sys.stderr.isatty()
+        self._quarter = 0
 
     def step(self, failed: bool = False) -> None:
         self.done += 1
+        self.failed += int(failed)
+        if not self.enabled:
+            return
         now = time.monotonic()
-        if self.enabled and (now - self._last > 0.2 or self.done == self.total):
-            self._last = now
-            width = 30
-            filled = int(width * self.done / self.total)
-            sys.stderr.write(f"\r  {self.label:<28} [{'#' * filled}{'.' * (width - filled)}] "
-                             f"{self.done}/{self.total}")
-            if self.done >= self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+        end = self.done >= self.total
+        if self._tty:
+            if now - self._last < 0.2 and not end:
+                return
+        else:
+            quarter = (4 * self.done) // self.total
+            if quarter == self._quarter and not end:
+                return
+            self._quarter = quarter
+        self._last = now
+        width = 30
+        filled = int(width * min(self.done, self.total) / self.total)
+        bar = f"  {self.label:<28} [{'#' * filled}{'.' * (width - filled)}] " \
+              f"{self.done}/{self.total}" + (f" ({self.failed} failed)" if self.failed else "")
+        sys.stderr.write(("\r" + bar + ("\n" if end else "")) if self._tty else bar + "\n")
+        sys.stderr.flush()
 
 
 async def _send(

@@ -98,11 +98,18 @@ def perf_tables(entries: Mapping[str, FunctionEntry]) -> dict[str, BestLatencyTa
     return tables
 
 
-def make_backend(kind: str, entries: Mapping[str, FunctionEntry]) -> Backend:
+def make_backend(kind: str, entries: Mapping[str, FunctionEntry], *,
+                 node_cpus: float | None = None, node_memory_gib: float | None = None
+                 ) -> Backend:
+    """The backend by name; the local one schedules onto this machine (or the capacity given:
+    more than the machine has is overcommitted, each pod still capped by its own cgroup)."""
     if kind == "local":
         from shabari.backends.local import LocalBackend
 
-        backend: Backend = LocalBackend(_as_bundled(entries))
+        backend: Backend = LocalBackend(
+            _as_bundled(entries),
+            cpu_millicores=round(node_cpus * 1000) if node_cpus else None,
+            memory_mib=round(node_memory_gib * 1024) if node_memory_gib else None)
         return backend
     raise ConfigError(f"backend {kind!r} is not available to `shabari gateway` in this build",
                       detail="use --backend local")
@@ -145,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
     config = GatewayConfig(state_dir=Path(state_dir) if state_dir else None, **knobs)
     policy = make_policy(getattr(args, "policy", "shabari") or "shabari",
                          getattr(args, "seed", 1) or 1)
-    backend = make_backend(args.backend, entries)
+    backend = make_backend(args.backend, entries,
+                           node_cpus=getattr(args, "node_cpus", None),
+                           node_memory_gib=getattr(args, "node_memory_gib", None))
     gateway = build_gateway(entries, policy=policy, backend=backend, config=config)
     app = make_app(gateway)
     log.info("serving %d functions with policy %s on %s:%d", len(entries),

@@ -152,6 +152,8 @@ class Gateway:
         self._sweeper: asyncio.Task[None] | None = None
         self._touched: set[str] = set()
         self._closed = False
+        self._flushing = False
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- clock -----------------------------------------------------------------------------
 
@@ -235,6 +237,7 @@ class Gateway:
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.sweep_interval_s)
+            await self.decisions.flush()
             now = self.now()
             for pod in self.scheduler.expire(now):
                 self.ledger.stopped(pod.pod_id, now)
@@ -464,7 +467,18 @@ class Gateway:
             rec["pod_size"] = {"cpu_millicores": pod_size.cpu_millicores,
                                "memory_mib": pod_size.memory_mib, "gpu": pod_size.gpu}
         self.decisions.write(rec)
+        if self.decisions.pending >= self.decisions.batch and not self._flushing:
+            self._flushing = True
+            task = asyncio.create_task(self._flush_decisions())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return slo_ms, violated
+
+    async def _flush_decisions(self) -> None:
+        try:
+            await self.decisions.flush()
+        finally:
+            self._flushing = False
 
     def _reply(self, spec: FunctionSpec, attempt: _Attempt, *, retried: bool) -> Reply:
         fn = spec.name

@@ -36,9 +36,11 @@ class TestDecisionLog:
 
     def test_rotation_keeps_every_record(self, tmp_path: Path) -> None:
         path = tmp_path / "d.jsonl"
-        log = DecisionLog(path, max_bytes=2000, backups=100)
+        log = DecisionLog(path, max_bytes=2000, backups=100, batch=8)
         for i in range(200):
             log.write(_record(i))
+            if log.pending >= log.batch:
+                log._write_lines(log.take())
         log.close()
         assert len(list(tmp_path.glob("d.jsonl.*"))) > 1  # it rotated
         records = read_decision_log(path)
