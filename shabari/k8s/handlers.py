@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -47,17 +47,6 @@ Log = logging.Logger | logging.LoggerAdapter[Any]
 
 #: read at import: kopf needs the timer interval when the handler is registered
 SETTINGS = OperatorSettings.from_env()
-
-
-def known_featurizers() -> Collection[str] | None:
-    """Registered featurizer kinds, or None (skip the check) if the registry is unavailable."""
-    try:
-        import featurizers
-
-        kinds = featurizers.kinds()
-    except Exception:  # the featurizers package is optional for the control plane
-        return None
-    return set(kinds) | {"auto"}
 
 
 def _cfg(memo: Any) -> OperatorSettings:
@@ -225,7 +214,7 @@ async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Mem
     cfg = _cfg(memo)
     kube = Kube(memo.kopf_settings, logger)
     generation = policy.get("metadata", {}).get("generation")
-    plan = rc.plan_policy(policy, known_featurizers())
+    plan = rc.plan_policy(policy, rc.known_featurizers())
     if plan.error is not None:
         kopf.warn(body, reason=plan.error_reason, message=plan.error)
         logger.warning(f"invalid policy: {plan.error}")
@@ -316,7 +305,7 @@ async def on_workload(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     error: str | None = None
     spec_data: dict[str, Any] | None = None
     try:
-        spec_data = policy_spec_from_annotations(name, annotations, known_featurizers())
+        spec_data = policy_spec_from_annotations(name, annotations, rc.known_featurizers())
     except SpecError as exc:
         error = str(exc)
     desired = rc.derived_policy(workload, spec_data, error)

@@ -83,6 +83,17 @@ class PolicyPlan:
         return spec_to_mapping(self.spec)
 
 
+def known_featurizers() -> Collection[str] | None:
+    """Registered featurizer kinds plus `auto`; None (skip the check) if unavailable."""
+    try:
+        import featurizers
+
+        kinds = featurizers.kinds()
+    except Exception:  # the featurizer registry is optional for the control plane
+        return None
+    return {str(k) for k in kinds} | {"auto"}
+
+
 def function_name(body: PolicyBody) -> str:
     """The gateway function a policy sizes: its target's name (the policy's name if none)."""
     target = body.get("spec", {}).get("targetRef", {})

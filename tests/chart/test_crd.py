@@ -17,6 +17,7 @@ import yaml
 
 from shabari.core.specdict import spec_from_mapping
 from shabari.k8s.annotations import policy_spec_from_annotations
+from shabari.k8s.reconcile import known_featurizers, plan_policy
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shabari"
 CRD = yaml.safe_load((CHART / "crds" / "functionsizingpolicies.shabari.dev.yaml").read_text())
@@ -84,12 +85,15 @@ class TestExamples:
                                               validator: jsonschema.Draft4Validator) -> None:
         validator.validate(doc)
         spec = spec_from_mapping(doc["spec"]["targetRef"]["name"], doc["spec"])
-        assert spec.sizes
+        known = known_featurizers()
+        assert known is not None
+        spec.check_featurizer(known)
+        assert plan_policy(doc, known).error is None
 
     @pytest.mark.parametrize(("name", "doc"), SERVICES, ids=[n for n, _ in SERVICES])
     def test_annotated_service_parses(self, name: str, doc: dict[str, Any]) -> None:
         data = policy_spec_from_annotations(doc["metadata"]["name"],
-                                            doc["metadata"]["annotations"], None)
+                                            doc["metadata"]["annotations"], known_featurizers())
         assert data["slo"] == {"latencyMs": 300.0}
 
 
