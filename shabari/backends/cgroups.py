@@ -40,6 +40,25 @@ CFS_PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000
 
 
+def shares_to_weight(shares: int) -> int:
+    """cgroup v1 `cpu.shares` (2..262144, 1024 = one normal task) -> v2 `cpu.weight` (1..10000),
+    with the kubelet's conversion so both versions order pods alike."""
+    shares = min(max(shares, 2), 262144)
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+def shares_for(cpu_millicores: int) -> int:
+    """CPU weight of a pod as Kubernetes sets it: 1024 shares per requested vCPU."""
+    return max(2, cpu_millicores * 1024 // 1000)
+
+
+def _write_shares(directory: Path, shares: int, v2: bool) -> None:
+    if v2:
+        _write(directory / "cpu.weight", str(shares_to_weight(shares)))
+    else:
+        _write(directory / "cpu.shares", str(shares))
+
+
 class CgroupMode(enum.Enum):
     V2 = "v2"
     V1 = "v1"
@@ -194,12 +213,15 @@ class PodCgroup:
         return self.layout.mode is CgroupMode.V2
 
     def set_cpu(self, cpu_millicores: int) -> None:
+        """Cap at `cpu_millicores` (CFS quota) and weigh it like Kubernetes does under contention."""
         quota = max(MIN_QUOTA_US, cpu_millicores * CFS_PERIOD_US // 1000)
         if self.v2:
             _write(self.cpu_dir / "cpu.max", f"{quota} {CFS_PERIOD_US}")
         else:
             _write(self.cpu_dir / "cpu.cfs_period_us", str(CFS_PERIOD_US))
             _write(self.cpu_dir / "cpu.cfs_quota_us", str(quota))
+        with contextlib.suppress(OSError):
+            _write_shares(self.cpu_dir, shares_for(cpu_millicores), self.v2)
 
     def cpu_limit_millicores(self) -> int | None:
         try:
@@ -267,10 +289,15 @@ class CgroupManager:
     """One backend instance's cgroup tree: create pod cgroups, clean up (also after crashes)."""
 
     def __init__(self, root: str | Path | None = None, *, instance: str | None = None,
-                 layout: CgroupLayout | None = None) -> None:
+                 layout: CgroupLayout | None = None, cpu_shares: int | None = None) -> None:
+        """`cpu_shares`: weight of this instance's whole tree against everything else on the
+        machine (v1 shares, 1024 = one ordinary process; converted for v2). None leaves the
+        kernel default. `shabari profile` raises it so measurements suffer less from other load;
+        each pod's own quota still caps it."""
         self.root = Path(root or DEFAULT_ROOT)
         self.layout = layout or detect(self.root)
         self.instance = instance or f"{os.getpid()}-{secrets.token_hex(3)}"
+        self.cpu_shares = cpu_shares
         self._pods: dict[str, PodCgroup] = {}
 
     @property
@@ -306,11 +333,15 @@ class CgroupManager:
         assert self.layout.cpu_root is not None and self.layout.memory_root is not None
         cpu_dir = self.layout.cpu_root / PARENT / self.instance / pod
         mem_dir = self.layout.memory_root / PARENT / self.instance / pod
+        v2 = self.layout.mode is CgroupMode.V2
         for d in dict.fromkeys((cpu_dir, mem_dir)):
+            fresh = not d.parent.exists()
             d.parent.mkdir(parents=True, exist_ok=True)
-            if self.layout.mode is CgroupMode.V2:
+            if v2:
                 with contextlib.suppress(OSError):
                     _write(d.parent / "cgroup.subtree_control", "+cpu +memory")
+            if fresh and d.parent == cpu_dir.parent and self.cpu_shares is not None:
+                _write_shares(d.parent, self.cpu_shares, v2)
             d.mkdir(exist_ok=True)
         cg = PodCgroup(self.layout, cpu_dir, mem_dir)
         cg.set_cpu(cpu_millicores)

@@ -108,7 +108,10 @@ class LocalBackend:
         start_timeout_s: float = 120.0,
         python: str | None = None,
         use_cgroups: bool = True,
+        cpu_shares: int | None = None,
     ) -> None:
+        """`cpu_shares` weighs all of this backend's pods together against other processes on
+        the machine (cgroup v1 shares, 1024 = one ordinary process; see CgroupManager)."""
         machine_cpu, machine_mem = machine_capacity()
         self._functions: dict[str, BundledFunction] | None = (
             dict(functions) if functions is not None else None)
@@ -116,6 +119,7 @@ class LocalBackend:
                                       memory_mib or machine_mem, 0)
         self._cgroup_root = cgroup_root
         self._use_cgroups = use_cgroups
+        self._cpu_shares = cpu_shares
         self._start_timeout_s = start_timeout_s
         self._python = python or sys.executable
         self._pods: dict[PodId, _Pod] = {}
@@ -138,7 +142,8 @@ class LocalBackend:
         global _fallback_warned
         manager: CgroupManager | None = None
         if self._use_cgroups:
-            manager = await asyncio.to_thread(CgroupManager, self._cgroup_root)
+            manager = await asyncio.to_thread(
+                lambda: CgroupManager(self._cgroup_root, cpu_shares=self._cpu_shares))
         if manager is not None and manager.mode is not CgroupMode.NONE:
             removed = await asyncio.to_thread(manager.reap_stale)
             if removed:

@@ -21,6 +21,7 @@ from shabari.backends.cgroups import (
     CgroupMode,
     FallbackLimits,
     detect,
+    shares_to_weight,
 )
 
 
@@ -83,6 +84,14 @@ class TestV2Files:
         assert cg.peak_mib() == 100
         assert (cg.oom_kills(), cg.limit_hits()) == (2, 7)
 
+    def test_weights_follow_kubernetes_and_the_instance_weight(self, tmp_path: Path) -> None:
+        mgr = CgroupManager(fake_v2(tmp_path / "cg"), instance="1-w", cpu_shares=16 * 1024)
+        mgr.create("p", 2000, 128)
+        inst = tmp_path / "cg" / PARENT / "1-w"
+        assert (inst / "p" / "cpu.weight").read_text() == str(shares_to_weight(2048))
+        assert (inst / "cpu.weight").read_text() == str(shares_to_weight(16384))
+        assert shares_to_weight(2) == 1 and shares_to_weight(262144) == 10000
+
     def test_tiny_quota_is_clamped_to_the_kernel_minimum(self, tmp_path: Path) -> None:
         cg = CgroupManager(fake_v2(tmp_path / "cg"), instance="1-x").create("p", 1, 64)
         assert cg.cpu_limit_millicores() == 10  # 1 ms per 100 ms period
@@ -98,6 +107,8 @@ class TestV1Files:
         assert (cpu / "cpu.cfs_period_us").read_text() == str(CFS_PERIOD_US)
         assert (cpu / "cpu.cfs_quota_us").read_text() == "50000"
         assert (mem / "memory.limit_in_bytes").read_text() == str(256 * 1024 * 1024)
+        assert (cpu / "cpu.shares").read_text() == "512"  # 1024 per vCPU, as the kubelet sets
+        assert not (cpu.parent / "cpu.shares").exists()  # no instance weight unless asked
         (mem / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
         (mem / "memory.failcnt").write_text("12\n")
         (mem / "memory.max_usage_in_bytes").write_text(str(64 * 1024 * 1024))
