@@ -231,6 +231,9 @@ async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Mem
     status = rc.base_status(plan, generation)
     status["conditions"] = rc.merge_conditions(old, conditions, _now())
     _write_status(patch, status)
+    if conditions[1].get("reason") == "TargetNotFound":
+        # kopf still applies the status patch; the handler runs again after the delay.
+        raise kopf.TemporaryError(conditions[1].get("message", ""), delay=cfg.retry_s)
 
 
 def _write_status(patch: kopf.Patch, status: Mapping[str, Any]) -> None:

@@ -27,6 +27,19 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorSettings:
     """Where the registry goes, where the gateway is, and which modes are enabled."""
@@ -39,6 +52,8 @@ class OperatorSettings:
     gateway_url: str = ""
     #: how often the statistics are read back into each policy's status
     stats_interval_s: float = 30.0
+    #: retry period of a policy whose target does not exist yet
+    retry_s: float = 30.0
     #: may the operator patch targets so their pods allow CPU resize without restart?
     inplace_enabled: bool = True
     #: may the operator create Knative Configurations and Routes for the Variants mode?
@@ -47,20 +62,12 @@ class OperatorSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
         env = os.environ if env is None else env
-        interval_raw = env.get("SHABARI_STATS_INTERVAL_S", "30")
-        try:
-            interval = float(interval_raw)
-        except ValueError:
-            raise ConfigError(
-                f"SHABARI_STATS_INTERVAL_S must be a number of seconds, got {interval_raw!r}"
-            ) from None
-        if interval <= 0:
-            raise ConfigError(f"SHABARI_STATS_INTERVAL_S must be > 0, got {interval_raw!r}")
         return cls(
             namespace=env.get("SHABARI_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
             registry_configmap=env.get("SHABARI_REGISTRY_CONFIGMAP") or DEFAULT_REGISTRY_CONFIGMAP,
             gateway_url=(env.get("SHABARI_GATEWAY_URL") or "").rstrip("/"),
-            stats_interval_s=interval,
+            stats_interval_s=_seconds(env, "SHABARI_STATS_INTERVAL_S", 30.0),
+            retry_s=_seconds(env, "SHABARI_RETRY_S", 30.0),
             inplace_enabled=_flag(env, "SHABARI_INPLACE", True),
             variants_enabled=_flag(env, "SHABARI_VARIANTS", True),
         )

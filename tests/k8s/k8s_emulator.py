@@ -22,6 +22,7 @@ import yaml
 
 # Settings the handlers module reads at import (the timer interval) and at start-up.
 os.environ["SHABARI_STATS_INTERVAL_S"] = "0.5"
+os.environ["SHABARI_RETRY_S"] = "0.5"
 
 import attrs
 import jsonpatch

@@ -172,6 +172,10 @@ class TestPolicies:
             and p, what="PlatformReady")
         assert condition(fsp, "PlatformReady")["reason"] == "TargetNotFound"
         assert condition(fsp, "Ready")["status"] == "False"
+        # the target appears later: the policy is retried and becomes Ready
+        await api(operator, "POST", KSVC, body=knative_service("ghost"))
+        await operator.wait(lambda: condition(operator.get(FSP, NS, "lonely"), "Ready").get(
+            "status") == "True", what="Ready once the target exists")
 
 
 class TestAnnotations:

@@ -252,7 +252,8 @@ class TestSettingsAndCli:
 
     @pytest.mark.parametrize("env", [{"SHABARI_STATS_INTERVAL_S": "soon"},
                                      {"SHABARI_STATS_INTERVAL_S": "0"},
-                                     {"SHABARI_VARIANTS": "perhaps"}])
+                                     {"SHABARI_VARIANTS": "perhaps"},
+                                     {"SHABARI_RETRY_S": "-1"}])
     def test_bad_env(self, env: dict[str, str]) -> None:
         with pytest.raises(ConfigError):
             OperatorSettings.from_env(env)
