@@ -66,7 +66,7 @@ class Segment:
     duration: float = 0.0
     tracks: list[MkvTrack] = field(default_factory=list)
     found_info: bool = False
-    first_cluster: int = -1  # offset of the first Cluster element, if reached
+    first_cluster: tuple[int, int] | None = None  # payload (start, end) of the first Cluster
 
 
 def _vint(data: bytes, pos: int, keep_marker: bool) -> tuple[int, int]:
@@ -172,8 +172,8 @@ def parse(data: bytes, max_elements: int, limit: int) -> Segment:
                         if tid == _TRACK_ENTRY:
                             seg.tracks.append(_track(data, ts, te, budget))
                 elif sid == _CLUSTER:
-                    if seg.first_cluster < 0:
-                        seg.first_cluster = ss
+                    if seg.first_cluster is None:
+                        seg.first_cluster = (ss, se)
                     if seg.found_info and found_tracks:
                         break
             break
@@ -211,13 +211,11 @@ def _cluster_blocks(
 
 def block_fps(data: bytes, seg: Segment, track: int, max_elements: int) -> float:
     """Frame rate from the block timestamps of `track` in the first Cluster (0 if unknown)."""
-    if seg.first_cluster < 0:
+    if seg.first_cluster is None:
         return 0.0
     budget = [max_elements]
-    times = sorted(
-        tc for tr, tc in _cluster_blocks(data, seg.first_cluster, len(data), budget)
-        if tr == track
-    )
+    start, end = seg.first_cluster
+    times = sorted(tc for tr, tc in _cluster_blocks(data, start, end, budget) if tr == track)
     if len(times) < 2 or times[-1] <= times[0]:
         return 0.0
     return (len(times) - 1) * 1e9 / ((times[-1] - times[0]) * seg.timecode_scale)

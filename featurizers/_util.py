@@ -150,15 +150,15 @@ def count_lines(body: bytes, limit: int) -> tuple[float, bool]:
     return len(body) * lines / (head_bytes + tail_bytes), True
 
 
-_WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+WHITESPACE = np.zeros(256, dtype=bool)
+WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
 
 
-def count_words(sample: bytes) -> int:
-    """Number of runs of non-whitespace (ASCII whitespace separates words), vectorised."""
+def count_words(sample: bytes, separators: np.ndarray = WHITESPACE) -> int:
+    """Number of runs of non-separator bytes (by default ASCII whitespace), vectorised."""
     if not sample:
         return 0
-    ws = _WHITESPACE[np.frombuffer(sample, dtype=np.uint8)]
+    ws = separators[np.frombuffer(sample, dtype=np.uint8)]
     starts = ~ws
     starts[1:] &= ws[:-1]
     return int(starts.sum())

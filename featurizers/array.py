@@ -16,7 +16,15 @@ import re
 import struct
 from collections.abc import Mapping
 
-from featurizers._util import Features, NotRecognized, count_lines, decode_text, sample_bytes
+from featurizers._util import (
+    WHITESPACE,
+    Features,
+    NotRecognized,
+    count_lines,
+    count_words,
+    decode_text,
+    sample_bytes,
+)
 
 MAGIC = b"\x93NUMPY"
 #: NumPy dtype kinds used in the `dtype.<kind>` one-hot features.
@@ -33,6 +41,8 @@ _FORTRAN = re.compile(r"['\"]fortran_order['\"]\s*:\s*True")
 _CHECK_TOKENS = 64  # numbers per row that are parsed to confirm a numeric matrix
 _TYPESTR = re.compile(r"^[<>|=]?([a-zA-Z])(\d*)")
 _SPLIT = re.compile(r"[,\s;]+")
+_SEPARATORS = WHITESPACE.copy()
+_SEPARATORS[[ord(","), ord(";")]] = True
 
 
 def sniff(head: bytes) -> bool:
@@ -135,10 +145,10 @@ def _text_matrix(body: bytes, options: Mapping[str, object]) -> Features:
         raise NotRecognized("array: empty text")
     widths = set()
     for ln in lines:
-        tokens = [t for t in _SPLIT.split(ln.strip()) if t]
-        for t in tokens[:_CHECK_TOKENS]:
+        head = [t for t in _SPLIT.split(ln.strip(), maxsplit=_CHECK_TOKENS)[:_CHECK_TOKENS] if t]
+        for t in head:
             float(t)  # ValueError -> not a numeric matrix
-        widths.add(len(tokens))
+        widths.add(count_words(ln.encode(), _SEPARATORS))
     if len(widths) != 1:
         raise NotRecognized("array: rows have different lengths")
     rows, _ = count_lines(body, limit)
