@@ -102,6 +102,27 @@ class SchedulerMachine(RuleBasedStateMachine):
                 >= size.cpu_millicores
             assert node.free_memory_mib + sum(z.memory_mib for z in on_node) >= size.memory_mib
             assert node.free_gpus + sum(z.gpu for z in on_node) >= size.gpu
+            if p.evict and s.config.max_pods_per_function is None:
+                need = (size.cpu_millicores, size.memory_mib, size.gpu)
+                have = (node.free_cpu_millicores + sum(z.cpu_millicores for z in on_node),
+                        node.free_memory_mib + sum(z.memory_mib for z in on_node),
+                        node.free_gpus + sum(z.gpu for z in on_node))
+                # no victim is superfluous
+                for z in on_node:
+                    spare = (have[0] - z.cpu_millicores, have[1] - z.memory_mib,
+                             have[2] - z.gpu)
+                    assert any(spare[d] < need[d] for d in range(3)), (z, p)
+                # rule 4: the node holding the least recently used idle pod that can be cleared
+                idle_on: dict[str, list[float]] = {}
+                for q in before[0]:
+                    if q.idle:
+                        idle_on.setdefault(q.node_id, []).append(q.last_used)
+                for n in before[1]:
+                    held = [q.size for q in before[0] if q.idle and q.node_id == n.node.node_id]
+                    if (n.free_cpu_millicores + sum(z.cpu_millicores for z in held) >= need[0]
+                            and n.free_memory_mib + sum(z.memory_mib for z in held) >= need[1]
+                            and n.free_gpus + sum(z.gpu for z in held) >= need[2]):
+                        assert min(idle_on[p.node_id]) <= min(idle_on[n.node.node_id])
             if not p.evict:
                 # best fit / spread on CPU among nodes with room; CPU-only sizes avoid GPU nodes
                 room = [n for n in before[1] if n.free_cpu_millicores >= size.cpu_millicores
