@@ -390,19 +390,31 @@ class Scheduler:
         if not self.config.evict_for_room:
             return None
         idle_c, idle_m, idle_g = self._idle_c, self._idle_m, self._idle_g
+        def clearable(i: int) -> bool:
+            return (free_c[i] + idle_c[i] >= need_c and free_m[i] + idle_m[i] >= need_m
+                    and free_g[i] + idle_g[i] >= need_g)
+
         chosen = -1
         seen: set[int] = set()
+        budget = 4 * len(free_c)  # bounds the walk when a few full nodes hold most idle pods
         for p in self._idle_lru.values():
             i = p.node
             if i in seen:
+                budget -= 1
+                if budget < 0:
+                    break
                 continue
             seen.add(i)
-            fc = free_c[i] + idle_c[i]
-            fm = free_m[i] + idle_m[i]
-            fg = free_g[i] + idle_g[i]
-            if fc >= need_c and fm >= need_m and fg >= need_g:
+            if clearable(i):
                 chosen = i
                 break
+        if chosen < 0 and budget < 0:
+            # the rest, by each node's own least recently used idle pod: O(nodes)
+            heads = [(next(iter(self._node_idle[i].values())).last_used, i)
+                     for i in range(len(free_c))
+                     if i not in seen and self._node_idle[i] and clearable(i)]
+            if heads:
+                chosen = min(heads)[1]
         if chosen < 0:
             return None
         have = [free_c[chosen], free_m[chosen], free_g[chosen]]

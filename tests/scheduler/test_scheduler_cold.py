@@ -88,6 +88,23 @@ class TestEviction:
         assert p.kind is PlacementKind.COLD
         assert p.node_id == b2.node_id and p.evict == (b2.pod_id,)
 
+    def test_many_idle_pods_on_an_unclearable_node(self) -> None:
+        # n0: pinned by a busy pod, its many older idle pods cannot make room; the bounded LRU
+        # walk gives up on them and still finds n1 (whose idle pod is newer)
+        s = Scheduler(cluster((4000, 8192, 0), (2000, 8192, 0)))
+        t = Clock()
+        s.commit(s.place(G, Size(3000, 512), t()), G, t())
+        tiny = [s.commit(s.place(FunctionName(f"t{i}"), Size(100, 64), t()),
+                         FunctionName(f"t{i}"), t()) for i in range(10)]
+        assert {p.node_id for p in tiny} == {"n0"}
+        big = s.commit(s.place(FunctionName("b"), Size(2000, 512), t()), FunctionName("b"), t())
+        assert big.node_id == "n1"
+        for p in tiny:
+            s.release(p.pod_id, t.advance(1))
+        s.release(big.pod_id, t.advance(1))
+        p = s.place(F, Size(2000, 512), t.advance(1))
+        assert p.kind is PlacementKind.COLD and p.node_id == "n1" and p.evict == (big.pod_id,)
+
     def test_busy_pods_never_evicted(self) -> None:
         s, t = sched(n=1, cpu=2000, mem=4096), Clock()
         s.commit(s.place(G, Size(2000, 1024), t()), G, t())
