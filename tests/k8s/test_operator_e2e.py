@@ -323,3 +323,36 @@ class TestShabariOperatorCommand:
             rc = await asyncio.wait_for(proc.wait(), timeout=30)
             log.close()
         assert rc == 0, (tmp_path / "operator.log").read_text()
+
+
+class TestIdempotency:
+    async def test_restarted_operator_rewrites_nothing(self, cluster: Cluster,
+                                                       operator_env: None) -> None:
+        """Resume handlers on a reconciled cluster leave workloads, variants and registry alone."""
+        async with running_operator(cluster):
+            await api(cluster, "POST", KSVC, body=knative_service("idem"))
+            await api(cluster, "POST", FSP, body=policy("idem", "idem", mode="Variants"))
+            await api(cluster, "POST", DEPLOY, body=deployment("idem-deploy", {
+                "shabari.dev/sizes": "cpu=1;memory=1Gi"}))
+            await cluster.wait(lambda: condition(cluster.get(FSP, NS, "idem"), "Ready").get(
+                "status") == "True", what="Variants ready")
+            await cluster.wait(lambda: condition(cluster.get(FSP, NS, "idem-deploy"),
+                                                 "Ready").get("status") == "True",
+                               what="derived policy ready")
+
+        def versions() -> dict[str, str]:
+            out = {}
+            for (res, ns, name), obj in cluster.k.objects.items():
+                if not obj.deleted and res.plural not in {"events", "functionsizingpolicies"}:
+                    out[f"{res.plural}/{ns}/{name}"] = obj.raw["metadata"]["resourceVersion"]
+            return out
+
+        before = versions()
+        assert "configmaps/shabari-system/shabari-functions" in before
+        assert sum(k.startswith("configurations/") for k in before) == 4
+        policy_version = cluster.get(FSP, NS, "idem")["metadata"]["resourceVersion"]  # type: ignore[index]
+        async with running_operator(cluster):
+            # the resumed reconciliation re-writes the policy's status, and only that
+            await cluster.wait(lambda: (cluster.get(FSP, NS, "idem") or {}).get(
+                "metadata", {}).get("resourceVersion") != policy_version, what="resumed")
+        assert versions() == before

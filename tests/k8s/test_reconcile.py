@@ -263,3 +263,18 @@ class TestSettingsAndCli:
         assert kopf_argv(["--", "-n", "team", "--verbose"]) == [
             "run", "-m", "shabari.k8s.handlers", "-n", "team", "--verbose"]
         assert "--all-namespaces" not in kopf_argv(["--namespace=x"])
+
+
+class TestOperatorCommand:
+    def test_bad_kopf_option_is_a_clear_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        from shabari.cli import main
+
+        assert main(["operator", "--", "--no-such-option"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("shabari operator: error:") and "--no-such-option" in err
+
+    def test_help(self, capsys: pytest.CaptureFixture[str]) -> None:
+        from shabari.cli import main
+
+        assert main(["operator", "--", "--help"]) == 0
+        assert "--namespace" in capsys.readouterr().out
