@@ -130,6 +130,20 @@ class TestHelm:
             kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
 
 
+class TestNotes:
+    def test_notes_tell_how_to_use_it(self, k8s_tools: K8sTools, tmp_path: Path) -> None:
+        args = ["install", "rel", str(CHART), "--namespace", "ns", "--dry-run=client"]
+        out = subprocess.run([str(k8s_tools.helm), *args], capture_output=True, text=True,
+                             timeout=120, check=False,
+                             env={"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path),
+                                  "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr
+        notes = out.stdout.split("NOTES:", 1)[1]
+        assert "kubectl get fsp" in notes
+        assert "svc/rel-shabari-gateway" in notes
+        assert "ConfigMap shabari-functions" in notes
+
+
 class TestWorkloads:
     def test_operator_is_a_single_recreated_kopf_process(self, default_docs: list[dict[str, Any]]
                                                          ) -> None:
