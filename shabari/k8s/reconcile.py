@@ -9,8 +9,6 @@ here so it is tested without an API server.
 from __future__ import annotations
 
 import copy
-import hashlib
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +16,10 @@ from typing import Any, cast
 
 import yaml
 
+# Variant names are shared with the knative backend so both address the same objects.
+from shabari.backends.knative import configuration_name, variant_tag
+from shabari.backends.knative import dns_name as dns_name
+from shabari.backends.knative import route_name as route_name
 from shabari.core.errors import SpecError
 from shabari.core.spec import FunctionSpec, Size
 from shabari.core.specdict import spec_from_mapping, spec_to_mapping
@@ -49,6 +51,8 @@ POLICY_LABEL = "shabari.dev/policy"
 DERIVED_LABEL = "shabari.dev/derived-from"
 #: annotation on a derived policy: why the workload's annotations were rejected
 ANNOTATION_ERROR = "shabari.dev/annotation-error"
+#: label naming a variant's size tag (as the knative backend labels its own variants)
+VARIANT_LABEL = "shabari.dev/variant"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "shabari-operator"}
 
 #: condition types written to `.status.conditions`
@@ -57,8 +61,6 @@ PLATFORM_READY = "PlatformReady"
 PUBLISHED = "Published"
 GATEWAY_STATS = "GatewayStats"
 READY = "Ready"
-
-_DNS_LABEL_MAX = 63
 
 
 # --------------------------------------------------------------------------- validation
@@ -264,19 +266,8 @@ def owner_reference(body: Mapping[str, Any], controller: bool = True) -> OwnerRe
     return ref
 
 
-def size_tag(size: Size) -> str:
-    """A DNS-label tag naming one size, e.g. `cpu500m-mem512mi` (`-gpu1` when it has GPUs)."""
-    tag = f"cpu{size.cpu_millicores}m-mem{size.memory_mib}mi"
-    return f"{tag}-gpu{size.gpu}" if size.gpu else tag
-
-
-def dns_name(*parts: str) -> str:
-    """Join into a valid DNS-1035 label, hashing the tail when it would exceed 63 chars."""
-    name = re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower()).strip("-")
-    if len(name) <= _DNS_LABEL_MAX:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:_DNS_LABEL_MAX - 9].rstrip('-')}-{digest}"
+#: the Route tag of a size (the knative backend's `variant_tag`)
+size_tag = variant_tag
 
 
 def _resources(size: Size) -> dict[str, dict[str, str]]:
@@ -285,10 +276,6 @@ def _resources(size: Size) -> dict[str, dict[str, str]]:
     if size.gpu:
         limits["nvidia.com/gpu"] = str(size.gpu)
     return {"requests": amounts, "limits": limits}
-
-
-def route_name(service: str) -> str:
-    return dns_name(service, "shabari")
 
 
 def variant_resources(
@@ -309,20 +296,20 @@ def variant_resources(
     configs: list[WorkloadBody] = []
     traffic: list[TrafficTarget] = []
     for size in spec.sizes:
-        tag = size_tag(size)
+        tag = variant_tag(size)
         template = copy.deepcopy(service.get("spec", {}).get("template", {}))
         tmeta = template.setdefault("metadata", {})
         tmeta.pop("name", None)  # Knative revision names must be unique per Configuration
-        tmeta.setdefault("labels", {})["shabari.dev/size"] = tag
+        tmeta.setdefault("labels", {})[VARIANT_LABEL] = tag
         containers = template.setdefault("spec", {}).setdefault("containers", [])
         if not containers:
             containers.append(Container(name="user-container"))
         containers[0]["resources"] = _resources(size)
-        name = dns_name(svc_name, tag)
+        name = configuration_name(svc_name, size)
         configs.append(WorkloadBody(
             apiVersion=KNATIVE_API_VERSION, kind="Configuration",
             metadata={"name": name, "namespace": namespace,
-                      "labels": {**labels, "shabari.dev/size": tag}, "ownerReferences": [owner]},
+                      "labels": {**labels, VARIANT_LABEL: tag}, "ownerReferences": [owner]},
             spec={"template": template},
         ))
         traffic.append(TrafficTarget(configurationName=name, tag=tag, latestRevision=True,
