@@ -250,10 +250,26 @@ class TestRBAC:
         assert grants(op, "namespaces", "watch")  # kopf resolves --namespace patterns
         gw = rules(custom_docs, "Role", "-gateway")  # knative backend
         assert not grants(gw, "pods/resize", "patch") and not grants(gw, "pods", "create")
-        assert grants(gw, "configurations", "create") and grants(gw, "routes", "get")
+        assert grants(gw, "routes", "get") and not grants(gw, "configurations", "create")
         assert not by_kind(custom_docs, "ClusterRoleBinding") or all(
             not d["metadata"]["name"].endswith("-gateway")
             for d in by_kind(custom_docs, "ClusterRoleBinding"))
+
+
+    def test_knative_gateway_managing_variants(self, k8s_tools: K8sTools, tmp_path: Path
+                                               ) -> None:
+        docs = render(k8s_tools, tmp_path, {"gateway": {"backend": "knative",
+                                                        "knativeManageVariants": True}})
+        gw = rules(docs, "Role", "-gateway")
+        assert grants(gw, "configurations", "create") and grants(gw, "routes", "patch")
+
+    def test_local_backend_needs_no_api_access(self, k8s_tools: K8sTools, tmp_path: Path
+                                               ) -> None:
+        docs = render(k8s_tools, tmp_path, {"gateway": {"backend": "local"}})
+        assert not [d for d in by_kind(docs, "Role") if d["metadata"]["name"].endswith(
+            "-gateway")]
+        pod = named(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
 
 
 class TestValuesFile:
