@@ -38,9 +38,9 @@ from shabari.runtime.catalog import BundledFunction, GeneratedInput, bundled_fun
 __all__ = ["parse_size_arg", "profile_function", "run", "summary_markdown"]
 
 DEFAULT_TIMEOUT_S = 120.0
-#: the profiled pods together weigh as much as 16 ordinary processes: other work on the machine
+#: the profiled pods together weigh as much as 32 ordinary processes: other work on the machine
 #: then disturbs the measurements less, while each pod's CFS quota still caps it at its size
-PROFILE_CPU_SHARES = 16 * 1024
+PROFILE_CPU_SHARES = 32 * 1024
 
 
 def parse_size_arg(text: str) -> Size:

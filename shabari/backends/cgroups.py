@@ -299,6 +299,7 @@ class CgroupManager:
         self.instance = instance or f"{os.getpid()}-{secrets.token_hex(3)}"
         self.cpu_shares = cpu_shares
         self._pods: dict[str, PodCgroup] = {}
+        self._parent_weight: tuple[Path, int] | None = None
 
     @property
     def mode(self) -> CgroupMode:
@@ -341,6 +342,7 @@ class CgroupManager:
                 with contextlib.suppress(OSError):
                     _write(d.parent / "cgroup.subtree_control", "+cpu +memory")
             if fresh and d.parent == cpu_dir.parent and self.cpu_shares is not None:
+                self._raise_parent_weight(d.parent.parent, v2)
                 _write_shares(d.parent, self.cpu_shares, v2)
             d.mkdir(exist_ok=True)
         cg = PodCgroup(self.layout, cpu_dir, mem_dir)
@@ -354,11 +356,31 @@ class CgroupManager:
         if cg is not None:
             cg.remove()
 
+    def _raise_parent_weight(self, parent: Path, v2: bool) -> None:
+        """The shared `shabari/` group competes with the rest of the machine as one entity, so
+        an instance weight only counts once the parent weighs at least as much (restored on
+        close)."""
+        name = "cpu.weight" if v2 else "cpu.shares"
+        wanted = shares_to_weight(self.cpu_shares or 1024) if v2 else (self.cpu_shares or 1024)
+        try:
+            current = int(_read(parent / name))
+        except (OSError, ValueError):
+            return
+        if current < wanted:
+            with contextlib.suppress(OSError):
+                _write(parent / name, str(wanted))
+                self._parent_weight = (parent / name, current)
+
     def close(self) -> None:
         for pod in list(self._pods):
             self.release(pod)
         for d in self.instance_dirs():
             _remove_tree(d)
+        if self._parent_weight is not None:
+            path, value = self._parent_weight
+            with contextlib.suppress(OSError):
+                _write(path, str(value))
+            self._parent_weight = None
 
 
 @dataclass(frozen=True, slots=True)

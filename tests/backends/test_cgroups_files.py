@@ -85,11 +85,19 @@ class TestV2Files:
         assert (cg.oom_kills(), cg.limit_hits()) == (2, 7)
 
     def test_weights_follow_kubernetes_and_the_instance_weight(self, tmp_path: Path) -> None:
-        mgr = CgroupManager(fake_v2(tmp_path / "cg"), instance="1-w", cpu_shares=16 * 1024)
+        root = fake_v2(tmp_path / "cg")
+        (root / PARENT).mkdir()
+        (root / PARENT / "cpu.weight").write_text("100\n")
+        mgr = CgroupManager(root, instance="1-w", cpu_shares=16 * 1024)
         mgr.create("p", 2000, 128)
         inst = tmp_path / "cg" / PARENT / "1-w"
         assert (inst / "p" / "cpu.weight").read_text() == str(shares_to_weight(2048))
         assert (inst / "cpu.weight").read_text() == str(shares_to_weight(16384))
+        # the shared parent must weigh as much, or the instance weight is capped by it
+        assert (root / PARENT / "cpu.weight").read_text() == str(shares_to_weight(16384))
+        mgr._pods.clear()  # fake tree: files in dirs cannot be rmdir'ed like cgroupfs
+        mgr.close()
+        assert (root / PARENT / "cpu.weight").read_text() == "100"  # restored
         assert shares_to_weight(2) == 1 and shares_to_weight(262144) == 10000
 
     def test_tiny_quota_is_clamped_to_the_kernel_minimum(self, tmp_path: Path) -> None:
