@@ -47,10 +47,13 @@ def validator() -> jsonschema.Draft4Validator:
 
 class TestCRDShape:
     def test_structural(self) -> None:
-        """The API server rejects `properties` next to `additionalProperties` in a CRD."""
+        """Rules of structural schemas the API server enforces (kubernetes-validate does not)."""
         def walk(node: Any) -> None:
             if isinstance(node, dict):
                 assert not ("properties" in node and "additionalProperties" in node), node
+                if "anyOf" in node:  # only the int-or-string form may name types in anyOf
+                    assert node.get("x-kubernetes-int-or-string") is True, node
+                    assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}], node
                 for value in node.values():
                     walk(value)
             elif isinstance(node, list):
