@@ -2,8 +2,10 @@
 
 The bandit's actions are the distinct (CPU, GPU) pairs of the function's grid; memory is not an
 action (see `memory.py`). Each action line carries the action's identity, its log2 vCPU, its
-GPU count and whether it would need a cold start right now, so the model can learn that a cold
-start makes a size miss the SLO. Everything here is deterministic given the function's own
+GPU count and what the warm pool means for it right now: `cold` (needs a new pod) or `resize`
+(only a warm pod of another CPU fits, so its CPU would be changed in place), so the model can
+learn that a cold start, or for a function of a few milliseconds even a resize, makes a size
+miss the SLO. Everything here is deterministic given the function's own
 seeded RNG, whose state is part of the checkpoint, so a restored model continues exactly where
 the saved one stopped.
 """
@@ -89,8 +91,9 @@ class FunctionModel:
         self.bandit_updates = 0
         self.model_version = 0
 
-    def action_lines(self, cold: Sequence[bool]) -> list[str]:
-        return [a.line + " cold" if c else a.line for a, c in zip(self.actions, cold, strict=True)]
+    def action_lines(self, flags: Sequence[str]) -> list[str]:
+        """Each arm's line plus its warm-pool flag ("" | " cold" | " resize")."""
+        return [a.line + f for a, f in zip(self.actions, flags, strict=True)]
 
     def sample(self, pmf: Sequence[float]) -> int:
         """Draw an action index from `pmf` with this function's seeded RNG."""

@@ -51,6 +51,12 @@ class AgentConfig:
     vw: VWConfig = field(default_factory=VWConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     cost_model: CostModel = DEFAULT_COST
+    #: during the safe start, also teach one smaller arm per outcome what the safe outcome
+    #: implies for it (see ShabariAgent._impute)
+    safe_start_imputation: bool = True
+    #: ... and when the safe size met the SLO, teach the smaller arm a violation (a pessimistic
+    #: prior): fewer early violations, much slower discovery of small sizes (docs/agent.md)
+    pessimistic_imputation: bool = False
     #: decisions awaiting their outcome whose encoded lines are kept (older ones re-encode)
     pending_limit: int = 10_000
 
@@ -117,12 +123,28 @@ class ShabariAgent:
 
     def _encode(self, ctx: DecisionContext, model: FunctionModel, fv: FeatureVector,
                 memory: float | None) -> _Encoded:
-        if ctx.warm_idle:
-            cold = [ctx.would_cold_start(a.size_for(memory)) for a in model.actions]
+        warm = ctx.warm_idle
+        if warm:
+            # the most memory a warm pod of each exact (CPU, GPU) offers: no resize needed
+            exact: dict[tuple[int, int], int] = {}
+            for w in warm:
+                key = (w.cpu_millicores, w.gpu)
+                if w.memory_mib > exact.get(key, 0):
+                    exact[key] = w.memory_mib
+            flags = []
+            for a in model.actions:
+                size = a.size_for(memory)
+                if ctx.would_cold_start(size):
+                    flags.append(" cold")
+                elif (not ctx.supports_resize
+                      or exact.get((size.cpu_millicores, size.gpu), 0) >= size.memory_mib):
+                    flags.append("")  # an exact warm pod, or a bigger one used as it is
+                else:
+                    flags.append(" resize")
         else:
-            cold = [True] * len(model.actions)
+            flags = [" cold"] * len(model.actions)
         return _Encoded(fv, shared_line(fv, ctx.slo_ms, self.config.tiles),
-                        model.action_lines(cold))
+                        model.action_lines(flags))
 
     def _encode_fresh(self, ctx: DecisionContext, model: FunctionModel) -> _Encoded:
         fv = FeatureVector.of(ctx.features, self.config.tiles)
@@ -198,6 +220,39 @@ class ShabariAgent:
                  self.config.cost_model)
         model.cb.learn(enc.shared, enc.actions, decision.action_index, c,
                        decision.probability)
+        model.bandit_updates += 1
+        if decision.reason == "safe-start" and self.config.safe_start_imputation:
+            self._impute(model, enc, decision, outcome, slo)
+
+    def _impute(self, model: FunctionModel, enc: _Encoded, decision: Decision,
+                outcome: Outcome, slo: float | None) -> None:
+        """Teach one smaller arm (round robin) what the safe size's outcome implies for it.
+
+        A smaller CPU (same or fewer GPUs) is never faster. So if the safe size missed the SLO,
+        the smaller arm misses it at least as badly: its cost from the same outcome is a sure
+        lower bound, and the bandit need not pay a violation to find out. If the safe size met
+        the SLO nothing is known; with `pessimistic_imputation` the arm is taught a violation
+        anyway (VW's initial estimate for an unseen arm is 0, i.e. optimistic).
+        """
+        safe = decision.size
+        smaller = [i for i, a in enumerate(model.actions)
+                   if i != decision.action_index and a.cpu_millicores <= safe.cpu_millicores
+                   and a.gpu <= safe.gpu]
+        if not smaller:
+            return
+        index = smaller[model.outcomes % len(smaller)]
+        size = model.actions[index].size_for(float(safe.memory_mib))
+        largest = model.largest or size
+        cm = self.config.cost_model
+        bound = slo if slo is not None else math.inf
+        if outcome.status is OutcomeStatus.OK and outcome.latency_ms > bound:
+            c = cost(size, outcome, bound, largest, cm)
+        elif self.config.pessimistic_imputation:
+            c = cm.violation + cm.allocation * cm.allocation_units(size) / max(
+                cm.allocation_units(largest), 1e-9)
+        else:
+            return
+        model.cb.learn(enc.shared, enc.actions, index, c, 1.0)
         model.bandit_updates += 1
 
     # -- OOM retry -------------------------------------------------------------------------

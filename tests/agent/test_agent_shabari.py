@@ -284,8 +284,11 @@ class TestActions:
             agent.learn(ctx, d, Outcome(latency_ms=50.0))
         assert agent.state(spec.name).outcomes == 30
 
-    @pytest.mark.parametrize("resize", [True, False])
-    def test_cold_flag_follows_the_warm_pool(self, resize: bool) -> None:
+    @pytest.mark.parametrize(("resize", "flags"), [
+        (True, ["resize", "", "resize"]),
+        (False, ["", "", "cold"]),  # without resize a pod with more CPU still fits as it is
+    ])
+    def test_warm_pool_flags(self, resize: bool, flags: list[str]) -> None:
         spec = FunctionSpec(FunctionName("c"), SLO(latency_ms=100),
                             size_grid([500, 1000, 2000], [512]))
         agent = ShabariAgent(1)
@@ -293,9 +296,25 @@ class TestActions:
                               supports_resize=resize)
         d = agent.decide(ctx)
         lines = agent._pending[d.decision_id].actions
-        cold = [line.endswith(" cold") for line in lines]
-        # without resize a warm pod with at least the CPU still fits (the scheduler's rule)
-        assert cold == ([False, False, False] if resize else [False, False, True])
+        got = [line.split()[-1] if line.split()[-1] in ("cold", "resize") else ""
+               for line in lines]
+        assert got == flags
         empty = DecisionContext(spec, {"bytes": 10.0}, now=0.0)
         d = agent.decide(empty)
         assert all(line.endswith(" cold") for line in agent._pending[d.decision_id].actions)
+
+    def test_learns_to_avoid_resizes_for_fast_functions(self) -> None:
+        """A 2 ms function whose warm pod is at 1 vCPU: resizing costs 50 ms, i.e. the SLO."""
+        spec = FunctionSpec(FunctionName("fast"), SLO(latency_ms=10),
+                            size_grid([500, 1000, 2000], [256]))
+        agent = ShabariAgent(1, AgentConfig(safe_start_outcomes=5))
+        warm = (Size(1000, 256),)
+        chosen = []
+        for i in range(400):
+            ctx = DecisionContext(spec, {"bytes": 100.0}, now=float(i), warm_idle=warm)
+            d = agent.decide(ctx)
+            resized = d.size.cpu_millicores != 1000
+            agent.learn(ctx, d, Outcome(latency_ms=52.0 if resized else 2.0))
+            chosen.append(d.size.cpu_millicores)
+        tail = chosen[-100:]
+        assert tail.count(1000) >= 90
