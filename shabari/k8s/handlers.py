@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -168,13 +168,13 @@ async def prepare_platform(kube: Kube, cfg: OperatorSettings, body: PolicyBody,
         await kube.apply(config)
     await kube.apply(route)
     await remove_variants(kube, body, keep={c["metadata"]["name"] for c in configs},
-                          keep_route=True)
+                          keep_route=route["metadata"]["name"])
     return cond("True", "VariantsReady",
                 f"{len(configs)} Configurations, Route {route['metadata']['name']}")
 
 
-async def remove_variants(kube: Kube, body: PolicyBody, keep: set[str] = frozenset(),  # type: ignore[assignment]
-                          keep_route: bool = False) -> None:
+async def remove_variants(kube: Kube, body: PolicyBody, keep: Collection[str] = (),
+                          keep_route: str | None = None) -> None:
     """Delete the Configurations (and Route) this policy created that are no longer wanted."""
     meta = body.get("metadata", {})
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
@@ -183,10 +183,10 @@ async def remove_variants(kube: Kube, body: PolicyBody, keep: set[str] = frozens
         cname = config.get("metadata", {}).get("name", "")
         if cname not in keep:
             await kube.delete(KNATIVE_API_VERSION, "Configuration", namespace, cname)
-    if not keep_route:
-        for route in await kube.list(KNATIVE_API_VERSION, "Route", namespace, selector):
-            await kube.delete(KNATIVE_API_VERSION, "Route", namespace,
-                              route.get("metadata", {}).get("name", ""))
+    for route in await kube.list(KNATIVE_API_VERSION, "Route", namespace, selector):
+        rname = route.get("metadata", {}).get("name", "")
+        if rname != keep_route:
+            await kube.delete(KNATIVE_API_VERSION, "Route", namespace, rname)
 
 
 # --------------------------------------------------------------------------- policies
@@ -209,12 +209,15 @@ def _gateway_condition(cfg: OperatorSettings, old: list[Condition],
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
-                           logger: Log, **_: Any) -> None:
+                           logger: Log, **kwargs: Any) -> None:
     policy = cast(PolicyBody, dict(body))
     cfg = _cfg(memo)
     kube = Kube(memo.kopf_settings, logger)
     generation = policy.get("metadata", {}).get("generation")
     plan = rc.plan_policy(policy, rc.known_featurizers())
+    previous = rc.function_name(cast(PolicyBody, kwargs.get("old") or {}))
+    if previous and previous != plan.function:  # retargeted: the old name is no longer ours
+        await publish(kube, cfg, memo, previous, None, generation)
     if plan.error is not None:
         kopf.warn(body, reason=plan.error_reason, message=plan.error)
         logger.warning(f"invalid policy: {plan.error}")

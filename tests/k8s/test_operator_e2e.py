@@ -143,11 +143,20 @@ class TestPolicies:
         await operator.wait(lambda: (operator.get(FSP, NS, "thumb") or {}).get(
             "status", {}).get("observedGeneration") == 2, what="observedGeneration 2")
 
+        # retarget: the registry entry follows the function's new name
+        await api(operator, "POST", KSVC, body=knative_service("thumb2"))
+        await api(operator, "PATCH", FSP, "thumb", {"spec": {"targetRef": {"name": "thumb2"}}})
+        await operator.wait(lambda: "thumb2" in registry(operator)
+                            and "thumb" not in registry(operator), what="entry renamed")
+        await operator.wait(lambda: operator.get(KROUTE, NS, "thumb2-shabari") is not None
+                            and operator.get(KROUTE, NS, "thumb-shabari") is None,
+                            what="route follows the target")
+
         await api(operator, "DELETE", FSP, "thumb")
         await operator.wait(lambda: operator.get(FSP, NS, "thumb") is None, what="deleted")
-        await operator.wait(lambda: "thumb" not in registry(operator), what="unpublished")
+        await operator.wait(lambda: "thumb2" not in registry(operator), what="unpublished")
         assert operator.names(KCONFIG, NS) == set()
-        assert operator.get(KROUTE, NS, "thumb-shabari") is None
+        assert operator.get(KROUTE, NS, "thumb2-shabari") is None
 
     async def test_invalid_spec_gives_event_and_condition(self, operator: Cluster) -> None:
         bad = policy("bad", "nothing", sizes={"cpu": ["2x"], "memory": ["256Mi"]})
