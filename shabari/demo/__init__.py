@@ -40,12 +40,14 @@ from shabari.gateway.process import GatewayProcess
 from shabari.runtime.catalog import BundledFunction, GeneratedInput, bundled_functions
 
 DEFAULT_POLICIES = ("shabari", "static-max", "static-default")
-#: replay speed-up over trace time (6-minute trace -> 45 s per policy)
-SPEEDUP = 8.0
+#: trace minutes replayed by default, and the replay speed-up over trace time
+#: (3 trace minutes at 4x: 45 s of arrivals per policy)
+DEFAULT_MINUTES = 3.0
+SPEEDUP = 4.0
 #: generated inputs per function for the replay, and for the warm-up (a different seed)
-INPUTS_PER_FUNCTION = 16
+INPUTS_PER_FUNCTION = 12
 #: warm-up invocations per function: the agent's training (shabari) / pod warm-up (static)
-TRAIN_PER_FUNCTION = 45
+TRAIN_PER_FUNCTION = 36
 WARM_PER_FUNCTION = 2
 #: schedulable vCPUs per demo function: room for one warm pod of the largest size each, as a
 #: cluster would have; the 2-core machine is overcommitted and every pod stays capped by its
@@ -147,20 +149,23 @@ async def _run_policy(
                 f.unlink()
     gw = GatewayProcess(
         ["--config", str(config), "--policy", policy, "--seed", str(seed),
-         "--state-dir", str(state), "--keep-alive", "60", "--max-concurrent", "8",
+         "--state-dir", str(state), "--keep-alive", "60", "--max-concurrent", "4",
          "--node-cpus", str(node_cpus)],
         log_path=state / "gateway.log")
     await asyncio.to_thread(gw.start)
     try:
         per_fn = TRAIN_PER_FUNCTION if policy == "shabari" else WARM_PER_FUNCTION
         jobs = _interleave(train_inputs, per_fn)
-        warm = await closed_loop(gw.base, jobs, concurrency=2,
+        t_warm = time.monotonic()
+        warm = await closed_loop(gw.base, jobs, concurrency=3,
                                  progress=Progress(f"{policy}: warm-up", len(jobs), show))
         before = await gw.aget_json("/stats")
         t0 = time.monotonic()
         samples = await replay(gw.base, arrivals, replay_inputs, seed=seed, speedup=SPEEDUP,
                                progress=Progress(f"{policy}: replay", len(arrivals), show))
         wall = time.monotonic() - t0
+        print(f"  {policy}: warm-up {t0 - t_warm:.0f}s ({len(warm)} invocations), "
+              f"replay {wall:.0f}s", file=sys.stderr)
         after = await gw.aget_json("/stats")
         functions = await gw.aget_json("/functions")
     finally:
@@ -191,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("none of the demo's functions is bundled",
                           detail=f"need {', '.join(DEMO_FUNCTIONS)}")
     fns = {n: catalog[n] for n in names}
-    trace = load_invocations(trace_path(), minutes=args.minutes)
+    minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES
+    trace = load_invocations(trace_path(), minutes=minutes)
     arrivals = [a for a in trace.arrivals if a.function in fns]
     if not arrivals:
         raise ConfigError(f"{trace_path()}: no arrivals for {', '.join(names)}")
@@ -207,8 +213,10 @@ def run(args: argparse.Namespace) -> int:
     t_all = time.monotonic()
     config = report / "functions.yaml"
     write_functions_config(config, fns)
+    t_cal = time.monotonic()
     table, replay_inputs = asyncio.run(calibrate(report, config, replay_inputs, fns, node_cpus,
                                                  show))
+    print(f"  calibration {time.monotonic() - t_cal:.0f}s", file=sys.stderr)
     arrivals = [a for a in arrivals if a.function in replay_inputs]
     write_functions_config(config, fns, table)
     runs: list[PolicyRun] = []
