@@ -33,7 +33,6 @@ import copy
 import hashlib
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, cast
@@ -239,8 +238,6 @@ class KubernetesBackend:
         self._watch_task: asyncio.Task[None] | None = None
         self._nodes: tuple[NodeCapacity, ...] = self.options.fallback_nodes
         self._real_nodes: frozenset[str] = frozenset()
-        self._prepared: set[str] = set()
-        self._instance = uuid.uuid4().hex[:8]
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -335,7 +332,6 @@ class KubernetesBackend:
     async def prepare(self, spec: FunctionSpec) -> None:
         """Pods are created from the template on demand; only validate the template here."""
         self._pod_manifest(PodId("prepare-check"), spec, spec.largest, NodeId(""))
-        self._prepared.add(spec.name)
 
     # -- watch --------------------------------------------------------------------------
 
