@@ -17,10 +17,11 @@ from k8s_emulator import (
 )
 
 
-@pytest.fixture()
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+@pytest.fixture(params=[True], ids=["knative"])
+async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """An emulated cluster; parametrize indirectly with False for one without Knative."""
     async with ApiServerEmulator() as emulator, kmock.Server(emulator) as server:
-        declare_resources(emulator)
+        declare_resources(emulator, knative=request.param)
         url = str(server.url).rstrip("/")
         yield Cluster(emulator, url, write_kubeconfig(tmp_path / "kubeconfig", url))
 

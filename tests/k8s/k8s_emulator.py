@@ -108,8 +108,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return 1
 
 
-def declare_resources(k: kmock.KubernetesEmulator) -> None:
-    """What a cluster with Knative and the Shabari CRD advertises in discovery."""
+def declare_resources(k: kmock.KubernetesEmulator, knative: bool = True) -> None:
+    """What a cluster with the Shabari CRD (and Knative, unless told not) advertises."""
     rw = {"get", "list", "watch", "create", "patch", "update", "delete"}
     k.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False,
                                                       verbs={"get", "list", "watch"})
@@ -120,6 +120,11 @@ def declare_resources(k: kmock.KubernetesEmulator) -> None:
     k.resources[FSP] = kmock.ResourceInfo(
         kind="FunctionSizingPolicy", singular="functionsizingpolicy", namespaced=True,
         shortnames={"fsp"}, verbs=rw, subresources={"status"})
+    k.resources[DEPLOY] = kmock.ResourceInfo(kind="Deployment", singular="deployment",
+                                             namespaced=True, verbs=rw,
+                                             subresources={"status", "scale"})
+    if not knative:
+        return
     k.resources[KSVC] = kmock.ResourceInfo(kind="Service", singular="service", namespaced=True,
                                            shortnames={"ksvc"}, verbs=rw,
                                            subresources={"status"})
@@ -128,9 +133,6 @@ def declare_resources(k: kmock.KubernetesEmulator) -> None:
                                               subresources={"status"})
     k.resources[KROUTE] = kmock.ResourceInfo(kind="Route", singular="route", namespaced=True,
                                              verbs=rw, subresources={"status"})
-    k.resources[DEPLOY] = kmock.ResourceInfo(kind="Deployment", singular="deployment",
-                                             namespaced=True, verbs=rw,
-                                             subresources={"status", "scale"})
 
 
 def write_kubeconfig(path: Path, server: str) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 from aiohttp import web
 from k8s_emulator import (
@@ -365,3 +366,14 @@ class TestIdempotency:
             await cluster.wait(lambda: (cluster.get(FSP, NS, "idem") or {}).get(
                 "metadata", {}).get("resourceVersion") != policy_version, what="resumed")
         assert versions() == before
+
+
+class TestWithoutKnative:
+    @pytest.mark.parametrize("cluster", [False], ids=["no-knative"], indirect=True)
+    async def test_deployments_only_cluster(self, operator: Cluster) -> None:
+        """kopf keeps running when the Knative CRDs are absent; Deployments still work."""
+        await api(operator, "POST", DEPLOY, body=deployment("plain-app", {
+            "shabari.dev/sizes": "cpu=1;memory=1Gi", "shabari.dev/slo-slowdown": "2"}))
+        await operator.wait(lambda: condition(operator.get(FSP, NS, "plain-app"), "Ready").get(
+            "status") == "True", what="derived policy Ready without Knative")
+        assert "plain-app" in registry(operator)
