@@ -261,6 +261,12 @@ class PodCgroup:
         except (OSError, ValueError):
             return None
 
+    def inactive_file_mib(self) -> float:
+        """Reclaimable page cache now (what Kubernetes subtracts to get the working set)."""
+        stat = _keyed(self.memory_dir / "memory.stat")
+        key = "inactive_file" if self.v2 else "total_inactive_file"
+        return stat.get(key, stat.get("inactive_file", 0)) / (1024 * 1024)
+
     def oom_kills(self) -> int:
         if self.v2:
             return _keyed(self.memory_dir / "memory.events").get("oom_kill", 0)

@@ -354,6 +354,9 @@ class LocalBackend:
                                   detail, outcome) from None
             latency = (time.perf_counter() - t0) * 1000.0
             pod.invocations += 1
+            peak_mib = float(meta.get("peak_rss_mib", 0.0))
+            if pod.cgroup is not None:
+                peak_mib = max(peak_mib, await asyncio.to_thread(_working_set_peak, pod.cgroup))
             # a child (e.g. ffmpeg) OOM-killed inside the pod surfaces as a function error:
             # the cgroup's kill counter tells the truth
             child_oom = pod.cgroup is not None and pod.cgroup.oom_kills() > oom0
@@ -366,7 +369,7 @@ class LocalBackend:
             latency_ms=latency,
             status=status,
             cpu_seconds=float(meta.get("cpu_seconds", 0.0)),
-            peak_memory_mib=float(meta.get("peak_rss_mib", 0.0)),
+            peak_memory_mib=peak_mib,
             detail=str(meta.get("error", "")),
         )
         if status is OutcomeStatus.OOM:  # MemoryError, or a child OOM-killed: the worker lives
@@ -447,6 +450,15 @@ class LocalBackend:
             exc = FunctionFailedError(message, detail=detail)
         exc.outcome = outcome
         return exc
+
+
+def _working_set_peak(cgroup: PodCgroup) -> float:
+    """The pod's peak memory during the invocation as Kubernetes counts a working set: the
+    cgroup's peak usage (workers *and* children such as ffmpeg) minus reclaimable page cache."""
+    peak = cgroup.peak_mib()
+    if peak is None:
+        return 0.0
+    return max(0.0, peak - cgroup.inactive_file_mib())
 
 
 def _tail(path: Path, limit: int = 600) -> str:
