@@ -282,6 +282,7 @@ class TestCgroupCleanup:
         await b.close()
         assert not any(d.exists() for d in dirs)
 
+    @pytest.mark.slow
     async def test_leftovers_of_a_crashed_backend_are_removed_at_next_start(
             self, tmp_path: Path) -> None:
         root = _probe_root(tmp_path / "functions")

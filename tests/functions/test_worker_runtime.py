@@ -118,6 +118,7 @@ def _free_port() -> int:
 class TestImageEntryPoint:
     """What a function image's CMD runs: the same runtime over HTTP."""
 
+    @pytest.mark.slow
     def test_http_mode_serves_a_bundled_function(self) -> None:
         port = _free_port()
         proc = subprocess.Popen(
