@@ -258,10 +258,10 @@ class KubeApi:
             total=None, connect=self.config.timeout_s, sock_connect=self.config.timeout_s
         )
         try:
-            resp = await asyncio.wait_for(
-                self.session.get(path.lstrip("/"), params=query, timeout=timeout),
-                timeout=self.config.timeout_s,
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # races with the inner call finishing, and a watch loop must stop when cancelled
+            async with asyncio.timeout(self.config.timeout_s):
+                resp = await self.session.get(path.lstrip("/"), params=query, timeout=timeout)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _unavailable(self.config.server, f"WATCH {path}", exc) from None
         async with resp:

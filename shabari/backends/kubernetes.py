@@ -236,6 +236,7 @@ class KubernetesBackend:
         self._objects: dict[str, dict[str, Any]] = {}
         self._changed = asyncio.Condition()
         self._watch_task: asyncio.Task[None] | None = None
+        self._closing = False
         self._nodes: tuple[NodeCapacity, ...] = self.options.fallback_nodes
         self._real_nodes: frozenset[str] = frozenset()
 
@@ -267,6 +268,7 @@ class KubernetesBackend:
         await api.start()
         self._api = api
         self._http = aiohttp.ClientSession()
+        self._closing = False
         try:
             await self._load_nodes()
             await self._reclaim_orphans()
@@ -276,6 +278,7 @@ class KubernetesBackend:
         self._watch_task = asyncio.create_task(self._watch_pods(), name="shabari-k8s-pod-watch")
 
     async def close(self) -> None:
+        self._closing = True
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -338,7 +341,7 @@ class KubernetesBackend:
     async def _watch_pods(self) -> None:
         selector = f"{LABEL_GATEWAY}={self.options.gateway_id}"
         backoff = 0.2
-        while True:
+        while not self._closing:
             try:
                 async for event in self.api.watch(self._pods_path(), {"labelSelector": selector}):
                     backoff = 0.2
@@ -376,7 +379,8 @@ class KubernetesBackend:
     async def _wait_change(self, timeout_s: float) -> None:
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=timeout_s)
+                async with asyncio.timeout(timeout_s):  # not wait_for: keeps cancellations
+                    await self._changed.wait()
 
     # -- pods ---------------------------------------------------------------------------
 
@@ -611,7 +615,8 @@ class KubernetesBackend:
         except WorkerConnectionError as exc:
             # Tell "the pod is gone" from "the worker crashed": the watch (or a GET) knows.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pod.deleted.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await pod.deleted.wait()
             if not pod.deleted.is_set():
                 with contextlib.suppress(BackendError):
                     await self._refresh(pod)

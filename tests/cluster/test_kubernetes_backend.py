@@ -314,6 +314,23 @@ class TestFailures:
             with pytest.raises(BackendUnavailableError, match="unavailable"):
                 await b.start()
 
+    async def test_api_server_going_away_after_start(self) -> None:
+        async with kmock.KubernetesEmulator() as emulator:
+            emulator.resources["v1/pods"] = kmock.ResourceInfo(kind="Pod", namespaced=True)
+            server = kmock.Server(emulator)
+            await server.__aenter__()
+            b = KubernetesBackend({"api_url": str(server.url), "namespace": NAMESPACE,
+                                   "api_timeout_s": 2})
+            await b.start()
+            try:
+                await server.__aexit__(None, None, None)
+                async with asyncio.timeout(10):
+                    with pytest.raises(BackendUnavailableError, match="unavailable"):
+                        await b.start_pod(PodId("gone"), spec("echo"), Size(500, 256), NODE)
+            finally:
+                async with asyncio.timeout(10):
+                    await b.close()  # also bounded with the API server gone
+
     async def test_api_server_that_never_answers(self) -> None:
         # accepts connections but never replies: the API timeout must bound the wait
         with socket.socket() as srv:
