@@ -222,7 +222,7 @@ class KnativeBackend:
     async def start(self) -> None:
         if self._api is not None:
             return
-        api = KubeApi(self._config or await KubeConfig.load(self._raw_options))
+        api = KubeApi(self._config or await KubeConfig.load(self._raw_options, "knative"))
         await api.start()
         self._api = api
         self._http = aiohttp.ClientSession()
