@@ -215,6 +215,8 @@ class ShabariAgent:
         if not 0 <= decision.action_index < len(model.actions):
             return  # a decision of another grid (e.g. before a spec change): nothing to learn
         slo = ctx.slo_ms if ctx.slo_ms is not None else spec.slo.latency_ms
+        if slo is not None and not (slo > 0 and math.isfinite(slo)):
+            slo = None  # a broken bound (NaN, <= 0) from the driver: judge failures only
         c = cost(size, outcome, slo if slo is not None else math.inf,
                  model.largest or spec.largest,
                  self.config.cost_model)

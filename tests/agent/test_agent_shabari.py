@@ -247,6 +247,16 @@ class TestBadInput:
             agent.learn(ctx, d, Outcome(latency_ms=10.0))
         assert agent.state(FN.spec().name).outcomes == 3
 
+    @pytest.mark.parametrize("slo", [math.nan, -5.0, 0.0, math.inf])
+    def test_broken_slo_bound(self, slo: float) -> None:
+        agent = ShabariAgent(1, AgentConfig(safe_start_outcomes=1))
+        ctx = DecisionContext(FN.spec(), {"bytes": 10.0}, now=0.0, slo_ms=slo)
+        for _ in range(3):
+            d = agent.decide(ctx)
+            assert d.size in FN.spec().sizes
+            agent.learn(ctx, d, Outcome(latency_ms=10.0))
+        assert agent.state(FN.spec().name).outcomes == 3
+
     def test_learn_without_decide_of_this_agent(self) -> None:
         """A decision logged by another instance (e.g. before a restart) is still learnable."""
         a, b = ShabariAgent(1), ShabariAgent(2)
