@@ -315,6 +315,19 @@ class TestCgroupCleanup:
 
 
 class TestFallbackLimits:
+    async def test_one_clear_warning_per_process(self, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+        import shabari.backends.local as local
+
+        monkeypatch.setattr(local, "_fallback_warned", False)
+        for _ in range(2):
+            b = LocalBackend({}, use_cgroups=False)
+            await b.start()
+            await b.close()
+        warnings = [r for r in caplog.records if "falling back" in r.getMessage()]
+        assert len(warnings) == 1
+        assert "affinity" in warnings[0].getMessage() and "RLIMIT_AS" in warnings[0].getMessage()
+
     async def test_without_cgroups_affinity_and_rlimit_apply_and_oom_is_reported(
             self, probe_functions: dict[str, BundledFunction]) -> None:
         b = LocalBackend(probe_functions, use_cgroups=False)
