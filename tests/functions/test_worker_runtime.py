@@ -155,3 +155,32 @@ class TestImageEntryPoint:
         finally:
             proc.kill()
             proc.wait()
+
+    @pytest.mark.slow
+    def test_listen_mode_speaks_the_same_frames_over_tcp(self) -> None:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shabari.runtime.worker", "--function-dir",
+             str(functions_root() / "markdown"), "--listen", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+                    break
+                except OSError:
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.1)
+            with conn:
+                ready, _ = protocol.recv_frame(conn)
+                assert ready["type"] == "ready" and ready["import_ms"] >= 0
+                protocol.send_frame(conn, {"type": "invoke", "content_type": "text/markdown",
+                                           "cpu_millicores": 1000}, b"*hi*")
+                result, html = protocol.recv_frame(conn)
+                assert result["status"] == "ok" and b"<em>hi</em>" in html
+                protocol.send_frame(conn, {"type": "bogus"})
+                assert protocol.recv_frame(conn)[0]["status"] == "error"
+        finally:
+            proc.kill()
+            proc.wait()
