@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import featurizers
-from shabari.backends.local import LocalBackend
+from shabari.backends.local import LocalBackend, machine_gpus
 from shabari.core import (
     BackendError,
     NodeId,
@@ -213,10 +213,11 @@ def run(args: argparse.Namespace) -> int:
     if args.sizes:
         sizes = [parse_size_arg(s) for s in args.sizes]
     else:
-        sizes = [s for s in fn.spec.sizes if s.gpu == 0]
+        gpus = machine_gpus()
+        sizes = [s for s in fn.spec.sizes if s.gpu <= gpus]
         skipped = len(fn.spec.sizes) - len(sizes)
         if skipped:
-            print(f"note: skipping {skipped} GPU size(s): the local backend has no GPU",
+            print(f"note: skipping {skipped} GPU size(s): this machine has {gpus} GPU(s)",
                   file=sys.stderr)
     if args.inputs < 1 or args.repeats < 1:
         raise SpecError("--inputs and --repeats must be at least 1")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -56,7 +57,7 @@ from shabari.core import (
 from shabari.runtime import protocol
 from shabari.runtime.catalog import BundledFunction, bundled_functions
 
-__all__ = ["LocalBackend", "machine_capacity"]
+__all__ = ["LocalBackend", "machine_capacity", "machine_gpus"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,11 @@ def machine_capacity() -> tuple[int, int]:
     return cpus * 1000, mem_mib
 
 
+def machine_gpus() -> int:
+    """NVIDIA GPUs on this machine (device nodes), 0 when none."""
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
 @dataclass
 class _Pod:
     handle: PodHandle
@@ -89,6 +95,7 @@ class _Pod:
     cpu_millicores: int
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     invocations: int = 0
+    gpu_ids: tuple[int, ...] = ()
 
 
 class LocalBackend:
@@ -109,14 +116,19 @@ class LocalBackend:
         python: str | None = None,
         use_cgroups: bool = True,
         cpu_shares: int | None = None,
+        gpus: int | None = None,
     ) -> None:
         """`cpu_shares` weighs all of this backend's pods together against other processes on
-        the machine (cgroup v1 shares, 1024 = one ordinary process; see CgroupManager)."""
+        the machine (cgroup v1 shares, 1024 = one ordinary process; see CgroupManager).
+        `gpus` defaults to the NVIDIA devices present; a pod of a size with `gpu=k` gets k of
+        them, exclusively, through CUDA_VISIBLE_DEVICES (pods without a GPU see none)."""
         machine_cpu, machine_mem = machine_capacity()
         self._functions: dict[str, BundledFunction] | None = (
             dict(functions) if functions is not None else None)
+        n_gpus = machine_gpus() if gpus is None else gpus
         self._capacity = NodeCapacity(NodeId(node_id), cpu_millicores or machine_cpu,
-                                      memory_mib or machine_mem, 0)
+                                      memory_mib or machine_mem, n_gpus)
+        self._free_gpus: list[int] = list(range(n_gpus))
         self._cgroup_root = cgroup_root
         self._use_cgroups = use_cgroups
         self._cpu_shares = cpu_shares
@@ -199,6 +211,9 @@ class LocalBackend:
         cg = self._pod(pod_id).cgroup
         return cg.cpu_limit_millicores() if cg is not None else None
 
+    def pod_gpu_ids(self, pod_id: PodId) -> tuple[int, ...]:
+        return self._pod(pod_id).gpu_ids
+
     def pod_cgroup_dirs(self, pod_id: PodId) -> tuple[Path, ...]:
         cg = self._pod(pod_id).cgroup
         return cg.dirs if cg is not None else ()
@@ -231,14 +246,26 @@ class LocalBackend:
         if node_id != self._capacity.node_id:
             raise CapacityError(f"unknown node {node_id!r}",
                                 detail=f"the local backend has one node, {self._capacity.node_id!r}")
-        if size.gpu > self._capacity.gpus:
-            raise CapacityError(f"size {size} needs {size.gpu} GPU(s)",
-                                detail="this machine offers none to the local backend")
+        if size.gpu > len(self._free_gpus):
+            raise CapacityError(
+                f"size {size} needs {size.gpu} GPU(s)",
+                detail=f"{len(self._free_gpus)} of the local node's {self._capacity.gpus} "
+                       "GPU(s) are free")
         if size.cpu_millicores > self._capacity.cpu_millicores or \
                 size.memory_mib > self._capacity.memory_mib:
             raise CapacityError(f"size {size} exceeds the node ({self._capacity.cpu_millicores}m, "
                                 f"{self._capacity.memory_mib}Mi)")
         fn = self._function(spec.name)
+        gpu_ids = tuple(self._free_gpus[:size.gpu])
+        del self._free_gpus[:size.gpu]
+        try:
+            return await self._spawn(pod_id, spec, fn, size, node_id, gpu_ids)
+        except BaseException:
+            self._free_gpus.extend(gpu_ids)
+            raise
+
+    async def _spawn(self, pod_id: PodId, spec: FunctionSpec, fn: BundledFunction, size: Size,
+                     node_id: NodeId, gpu_ids: tuple[int, ...]) -> PodHandle:
         assert self._log_dir is not None
         cgroup: PodCgroup | None = None
         extra: list[str] = []
@@ -253,7 +280,8 @@ class LocalBackend:
             extra += limits.worker_args()
         parent_sock, child_sock = socket.socketpair()
         log_path = self._log_dir / f"{pod_id}.log"
-        env = dict(os.environ, SHABARI_SPAWN_TIME=repr(time.time()), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, SHABARI_SPAWN_TIME=repr(time.time()), PYTHONUNBUFFERED="1",
+                   CUDA_VISIBLE_DEVICES=",".join(map(str, gpu_ids)))
         t0 = time.perf_counter()
         try:
             with open(log_path, "ab") as log_fh:
@@ -296,7 +324,7 @@ class LocalBackend:
         cold_ms = (time.perf_counter() - t0) * 1000.0
         handle = PodHandle(pod_id, spec.name, size, node_id, cold_ms)
         self._pods[pod_id] = _Pod(handle, fn, proc, reader, writer, cgroup, log_path,
-                                  size.cpu_millicores)
+                                  size.cpu_millicores, gpu_ids=gpu_ids)
         log.debug("pod %s (%s at %s) ready in %.0f ms (imports %.0f ms, init %.0f ms)",
                   pod_id, spec.name, size, cold_ms, meta.get("import_ms", 0.0),
                   meta.get("init_ms", 0.0))
@@ -388,6 +416,7 @@ class LocalBackend:
             await asyncio.wait_for(pod.proc.wait(), 2.0)
         await self._kill(pod.proc)
         pod.writer.close()
+        self._free_gpus.extend(pod.gpu_ids)
         if self._cgroups is not None:
             await asyncio.to_thread(self._cgroups.release, str(pod_id))
 
@@ -398,6 +427,7 @@ class LocalBackend:
             return
         await self._kill(pod.proc)
         pod.writer.close()
+        self._free_gpus.extend(pod.gpu_ids)
         if self._cgroups is not None:
             await asyncio.to_thread(self._cgroups.release, str(pod_id))
 

@@ -63,6 +63,8 @@ def handle(body, content_type, ctx):
     if op == "sleep":
         time.sleep(cmd["seconds"])
         return b"slept"
+    if op == "gpus":
+        return os.environ.get("CUDA_VISIBLE_DEVICES", "unset").encode()
     if op == "threads":
         return json.dumps({"threads": ctx.threads, "cpu": ctx.cpu_millicores,
                            "omp": os.environ.get("OMP_NUM_THREADS")}).encode()
@@ -144,6 +146,31 @@ class TestContract:
 
 def _fields(spec: object) -> dict[str, object]:
     return {f: getattr(spec, f) for f in spec.__dataclass_fields__}  # type: ignore[attr-defined]
+
+
+class TestGpus:
+    async def test_gpus_are_handed_out_exclusively_and_returned(
+            self, probe_functions: dict[str, BundledFunction]) -> None:
+        b = LocalBackend(probe_functions, gpus=2)
+        await b.start()
+        try:
+            assert b.nodes()[0].gpus == 2
+            spec = probe_functions["probe"].spec
+            await b.start_pod(PodId("g1"), spec, Size(1000, 256, 1), NODE)
+            await b.start_pod(PodId("g2"), spec, Size(1000, 256, 1), NODE)
+            await b.start_pod(PodId("cpu"), spec, Size(1000, 256), NODE)
+            seen = {(await b.invoke(PodId(p), cmd(op="gpus"), None, 30)).body
+                    for p in ("g1", "g2")}
+            assert seen == {b"0", b"1"}
+            assert (await b.invoke(PodId("cpu"), cmd(op="gpus"), None, 30)).body == b""
+            with pytest.raises(CapacityError, match="0 of the local node's 2"):
+                await b.start_pod(PodId("g3"), spec, Size(1000, 256, 1), NODE)
+            freed = b.pod_gpu_ids(PodId("g1"))
+            await b.stop_pod(PodId("g1"))
+            await b.start_pod(PodId("g3"), spec, Size(1000, 256, 1), NODE)
+            assert b.pod_gpu_ids(PodId("g3")) == freed
+        finally:
+            await b.close()
 
 
 class TestInvocations:
