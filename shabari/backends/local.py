@@ -353,6 +353,8 @@ class LocalBackend:
             if pod.cgroup is not None:  # tiny cgroupfs writes: cheaper inline than a thread hop
                 pod.cgroup.reset_peak()
             oom0 = pod.cgroup.oom_kills() if pod.cgroup is not None else 0
+            hits0 = pod.cgroup.limit_hits() if pod.cgroup is not None else 0
+            log0 = _size(pod.log_path)
             request: dict[str, Any] = {
                 "type": "invoke",
                 "content_type": content_type or "",
@@ -374,7 +376,7 @@ class LocalBackend:
             except (EOFError, ConnectionError, protocol.ProtocolError):
                 latency = (time.perf_counter() - t0) * 1000.0
                 status, detail = await self._diagnose_death(pod.proc, pod.cgroup, pod.log_path,
-                                                            oom0)
+                                                            oom0, hits0, log0)
                 peak = pod.cgroup.peak_mib() if pod.cgroup is not None else None
                 await self._discard(pod_id)
                 outcome = Outcome(latency, status, peak_memory_mib=peak or 0.0, detail=detail)
@@ -440,7 +442,8 @@ class LocalBackend:
                 await asyncio.wait_for(proc.wait(), 5.0)
 
     async def _diagnose_death(self, proc: asyncio.subprocess.Process, cgroup: PodCgroup | None,
-                              log_path: Path, oom_kills_before: int,
+                              log_path: Path, oom_kills_before: int, limit_hits_before: int = 0,
+                              log_offset: int = 0,
                               timed_out: bool = False) -> tuple[OutcomeStatus, str]:
         """Why did the worker stop answering? OOM kill, other crash, or a hang."""
         if timed_out:
@@ -451,7 +454,7 @@ class LocalBackend:
         except TimeoutError:
             await self._kill(proc)
             code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
-        tail = _tail(log_path)
+        tail = _tail(log_path, since=log_offset)  # only what this invocation printed
         how = (f"killed by {signal.Signals(-code).name}" if code < 0 and
                -code in signal.valid_signals() else f"exited with status {code}")
         if cgroup is not None:
@@ -460,7 +463,9 @@ class LocalBackend:
             limit = cgroup.memory_limit_mib
             near_limit = (peak is not None and limit is not None
                           and peak >= OOM_USAGE_FRACTION * limit)
-            if code == -signal.SIGKILL and (oom_kills > oom_kills_before or near_limit):
+            hit_limit = cgroup.limit_hits() > limit_hits_before
+            if code == -signal.SIGKILL and (oom_kills > oom_kills_before or near_limit
+                                            or hit_limit):
                 return OutcomeStatus.OOM, (
                     f"worker {how}: out of memory (limit {limit}Mi, peak "
                     f"{(peak or 0):.0f}Mi, oom_kill count {oom_kills_before}->{oom_kills})")
@@ -491,9 +496,16 @@ def _working_set_peak(cgroup: PodCgroup) -> float:
     return max(0.0, peak - cgroup.inactive_file_mib())
 
 
-def _tail(path: Path, limit: int = 600) -> str:
+def _size(path: Path) -> int:
     try:
-        data = path.read_bytes()[-limit:]
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _tail(path: Path, limit: int = 600, since: int = 0) -> str:
+    try:
+        data = path.read_bytes()[since:][-limit:]
     except OSError:
         return ""
     lines = data.decode(errors="replace").strip().splitlines()
