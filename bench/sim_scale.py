@@ -63,8 +63,10 @@ def main() -> int:
                   f"cpu {row['cpu_seconds']:>7.2f} s ({row['per_cpu_second']:.0f}/cpu-s)  "
                   f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
         ratio = rows[-1]["us_per_invocation"] / rows[0]["us_per_invocation"]
-        print(f"{name:<15} time per invocation, largest/smallest: {ratio:.2f} "
-              "(1.0 = linear)", flush=True)
+        cpu_ratio = (rows[-1]["cpu_seconds"] / rows[-1]["invocations"]) / (
+            rows[0]["cpu_seconds"] / rows[0]["invocations"])
+        print(f"{name:<15} time per invocation, largest/smallest: wall {ratio:.2f}, "
+              f"cpu {cpu_ratio:.2f} (1.0 = linear)", flush=True)
         out[name] = rows
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
