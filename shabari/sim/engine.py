@@ -159,12 +159,14 @@ class PolicyResult:
     rejected: int = 0
     profiling_invocations: int = 0
     profiling_vcpu_seconds: float = 0.0
+    #: latency of every invocation in completion order (for the percentiles)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     decision_us: list[float] = field(default_factory=list, repr=False)
-    #: per invocation (trace order): vCPU of the size it finally ran at, and whether it met
-    #: its SLO (used by the conservation and oracle tests; kept small: floats and bools)
+    #: per invocation (trace order; only with `keep_per_invocation`): vCPU of the size it
+    #: finally ran at, whether it met its SLO, its latency (tests and analyses use them)
     vcpu_of: list[float] = field(default_factory=list, repr=False)
     met_of: list[bool] = field(default_factory=list, repr=False)
+    latency_of: list[float] = field(default_factory=list, repr=False)
 
     @property
     def slo_violation_rate(self) -> float:
@@ -243,6 +245,7 @@ def run_policy(work: Workload, policy: Policy, *, keep_per_invocation: bool = Fa
     if keep_per_invocation:
         res.vcpu_of = [0.0] * n
         res.met_of = [False] * n
+        res.latency_of = [0.0] * n
     final_seen = bytearray(n)
     escalate = getattr(policy, "escalate", None)
     profiler = policy if isinstance(policy, Profiling) else None
@@ -394,6 +397,7 @@ def run_policy(work: Workload, policy: Policy, *, keep_per_invocation: bool = Fa
         if keep_per_invocation:
             res.vcpu_of[i] = att.size.vcpu
             res.met_of[i] = met
+            res.latency_of[i] = latency_ms
 
     times = work.times
     function_of = work.function_of

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from simtables import cpu_bound_table, small_trace
 
-from shabari.core import ConfigError
+from shabari.core import (
+    ConfigError,
+    Decision,
+    DecisionContext,
+    DecisionId,
+    Outcome,
+    OutcomeStatus,
+    Size,
+)
 from shabari.data.traces import Trace
 from shabari.sim.cli import simulate
 from shabari.sim.engine import SimConfig, Workload, run_policy
@@ -100,3 +108,47 @@ class TestProfilingIsPaidFor:
         assert res["power-tuning"].profiling_vcpu_seconds > 0
         for name in ("shabari", "static-max", "static-default", "vpa", "oracle"):
             assert res[name].profiling_invocations == 0
+
+
+class _SmallThenEscalate:
+    """A test policy: always the smallest size; on failure, escalate to the largest memory."""
+
+    name = "small-then-escalate"
+
+    def __init__(self) -> None:
+        self.learned: list[OutcomeStatus] = []
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        size = ctx.spec.sizes[0]
+        return Decision(DecisionId("d"), ctx.spec.name, size, 0, 1.0, 0, "smallest")
+
+    def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome) -> None:
+        self.learned.append(outcome.status)
+
+    def escalate(self, ctx: DecisionContext, decision: Decision) -> Decision | None:
+        size = decision.size.with_memory(max(ctx.spec.memory_options))
+        return Decision(DecisionId("e"), ctx.spec.name, size, ctx.spec.sizes.index(size), 1.0,
+                        0, "escalated")
+
+
+class TestOomRetry:
+    def test_a_retry_is_one_invocation_paying_for_both_attempts(self) -> None:
+        # peak 300 MiB: the smallest size (128 MiB) always OOMs, the escalated 512 MiB fits
+        work = Workload(small_trace(2, 10, 5.0), cpu_bound_table(peak_mib=300.0),
+                        SimConfig(resize_latency_ms=0.0))
+        policy = _SmallThenEscalate()
+        r = run_policy(work, policy, keep_per_invocation=True)
+        # an invocation that lands on an idle 512 MiB pod left by an earlier retry runs at the
+        # pod's size and needs no retry; every other one OOMs once and is retried
+        assert 0 < r.retries <= len(work) == r.invocations
+        assert r.failures == 0
+        assert policy.learned.count(OutcomeStatus.OOM) == r.retries
+        assert policy.learned.count(OutcomeStatus.OK) == len(work)
+        # a retried invocation's latency covers the failed attempt and the retry
+        table = work.table
+        doubled = 0
+        for i, lat in enumerate(r.latency_of):
+            pf = work.mapping[work.function_of[i]]
+            one = table.median_latency_ms(pf, work.input_of[i], Size(250, 512))
+            doubled += lat >= 2 * one - 1e-6
+        assert doubled == r.retries
