@@ -253,7 +253,8 @@ figure{{margin:2em 0}}</style></head><body>
 <h1>Shabari demo</h1>
 <p>Trace <code>{html.escape(str(summary.get("trace")))}</code>, seed {summary.get("seed")},
 SLO slowdown {summary.get("slo_slowdown")} (per invocation: slowdown x the input's best
-profiled latency). Policies replayed one after another through the real gateway, real worker
+latency, measured alone at the largest size). One fresh gateway per policy, replayed one
+after another through the real gateway, real worker
 processes under cgroup limits, over real HTTP.</p>
 <pre>{html.escape(table)}</pre>
 <p>{html.escape(note)}</p>

@@ -70,6 +70,9 @@ class FunctionStats:
     cold_starts: int = 0
     oom_retries: int = 0
     cold_start_ms_sum: float = 0.0
+    #: moving average of how long a warm invocation holds its pod (ms): the expected wait
+    #: behind a busy pod, which the scheduler weighs against a cold start
+    warm_hold_ms: float | None = None
 
     @property
     def slo_attainment(self) -> float | None:
@@ -79,6 +82,10 @@ class FunctionStats:
 
     def cold_start_estimate_ms(self) -> float | None:
         return self.cold_start_ms_sum / self.cold_starts if self.cold_starts else None
+
+    def observe_warm_hold(self, held_ms: float) -> None:
+        w = self.warm_hold_ms
+        self.warm_hold_ms = held_ms if w is None else 0.8 * w + 0.2 * held_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +352,8 @@ class Gateway:
                 t_end = self._clock()
                 latency_ms = (t_end - t_decided) * 1000.0
                 held_s = t_end - t_commit
+                if not placement.cold_start:
+                    self.stats[fn].observe_warm_hold(held_s * 1000.0)
                 resp_body, resp_ct = result.body, result.content_type
                 outcome = dataclasses.replace(
                     result.outcome, latency_ms=latency_ms, cold_start=placement.cold_start,
@@ -382,7 +391,8 @@ class Gateway:
         est = self.stats[fn].cold_start_estimate_ms()
         while True:
             now = self.now()
-            placement = self.scheduler.place(fn, decision.size, now, cold_start_ms=est)
+            placement = self.scheduler.place(fn, decision.size, now, cold_start_ms=est,
+                                             busy_wait_ms=self.stats[fn].warm_hold_ms)
             if placement.kind is PlacementKind.REJECT:
                 raise CapacityError(f"cannot place {fn} at {decision.size}",
                                     detail=placement.reason)
