@@ -7,11 +7,16 @@ smallest size (1.0 = perfectly linear).
 
     .venv/bin/python bench/sim_scale.py [--policies shabari,static-max] [--perf PATH ...]
         [--sizes 65000,130000,259000] [--json bench/sim_scale.json]
+
+With `--breakdown`, it instead replays the whole trace once per policy and prints the SLO
+violation rate by the position of an invocation in its function's history (the learning
+curve) and by the function's popularity (docs/results.md, "what limits shabari").
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import resource
 import sys
@@ -35,12 +40,17 @@ def main() -> int:
     ap.add_argument("--sizes", default="65000,130000,259000")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="violation rate by invocation position and function popularity")
     args = ap.parse_args()
     perf = args.perf or [str(SHARED / "vswarm-profile" / "profile.json")]
     t0 = time.perf_counter()
     full = load_azure2019(args.trace, seed=args.seed)
     table = load_perf_sources(perf)
     print(f"loaded {len(full)} invocations in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if args.breakdown:
+        return breakdown(Workload(full, table, SimConfig(seed=args.seed)),
+                         args.policies.split(","))
     sizes = [min(int(s), len(full)) for s in args.sizes.split(",")]
     out: dict[str, list[dict[str, float]]] = {}
     for name in args.policies.split(","):
@@ -70,6 +80,33 @@ def main() -> int:
         out[name] = rows
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def breakdown(work: Workload, policies: list[str]) -> int:
+    results = {name: run_policy(work, make_policy(name, work), keep_per_invocation=True)
+               for name in policies}
+    popularity = collections.Counter(work.function_of)
+    seen: collections.Counter[str] = collections.Counter()
+    position = []
+    for f in work.function_of:
+        position.append(seen[f])
+        seen[f] += 1
+
+    def show(label: str, idx: list[int]) -> None:
+        line = f"{label:<34}{len(idx):>8} inv"
+        for name, r in results.items():
+            v = sum(1 for i in idx if not r.met_of[i])
+            line += f" | {name} {100 * v / max(1, len(idx)):6.2f}%"
+        print(line)
+
+    print("violation rate by k-th invocation of its function")
+    for lo, hi in ((0, 5), (5, 20), (20, 100), (100, 1000), (1000, 10**9)):
+        show(f"  k in [{lo}, {hi})", [i for i, k in enumerate(position) if lo <= k < hi])
+    print("violation rate by invocations of the function in the trace")
+    for lo, hi in ((1, 10), (10, 100), (100, 1000), (1000, 10000), (10000, 10**9)):
+        show(f"  [{lo}, {hi})", [i for i, f in enumerate(work.function_of)
+                                 if lo <= popularity[f] < hi])
     return 0
 
 
