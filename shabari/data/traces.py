@@ -5,8 +5,8 @@ function, plus per-function statistics where the source has them (durations and 
 Azure 2019 trace). Three formats:
 
 * Azure Functions 2019 (Shahrad et al., ATC'20): `*_inv.csv` holds per-minute invocation
-  counts (`HashOwner,HashApp,HashFunction[,Trigger],minute_1..minute_1440`, in either column
-  order). Inside a minute the arrivals of a function are a seeded Poisson process: given the
+  counts (`HashOwner,HashApp,HashFunction[,Trigger],1..1440` in the official files,
+  `minute_1..minute_1440` in the In-Vitro samples; any column order). Inside a minute the arrivals of a function are a seeded Poisson process: given the
   count, its points are uniform in the minute. The `*_run.csv` (duration percentiles, ms) and
   `*_mem.csv` (allocated memory percentiles per app, MB) siblings are joined when present and
   each arrival draws a duration from its function's percentile curve.
@@ -150,7 +150,7 @@ def _limit(minutes: float | None) -> float:
 # --------------------------------------------------------------------------------------------
 # Azure 2019
 
-_MINUTE = re.compile(r"^minute_(\d+)$")
+_MINUTE = re.compile(r"^(?:minute_)?(\d+)$")  # official files: 1..1440; In-Vitro: minute_N
 
 
 def _sibling(inv: Path, kind: str) -> Path | None:
@@ -241,7 +241,8 @@ def load_azure2019(inv_csv_path: str | Path, *, minutes: float | None = None,
         minute_cols = [(int(m.group(1)) - 1, i) for i, h in enumerate(header)
                        if (m := _MINUTE.match(h))]
         if not minute_cols:
-            raise DataFormatError("no minute_<n> columns", path=where, line=1)
+            raise DataFormatError("no per-minute columns (1..1440 or minute_1..)", path=where,
+                                  line=1)
         if limit < math.inf:
             minute_cols = [(m, i) for m, i in minute_cols if m * 60.0 < limit]
         counts_rows: list[tuple[str, str | None, np.ndarray]] = []

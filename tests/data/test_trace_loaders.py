@@ -51,6 +51,16 @@ class TestAzure2019:
         f2 = [a.time_s for a in tr.arrivals if a.function == "f2"]
         assert len(f2) == 1 and 60 <= f2[0] < 120
 
+    def test_official_file_names_and_numeric_minute_columns(self, tmp_path: Path) -> None:
+        inv = tmp_path / "invocations_per_function_md.anon.d01.csv"
+        inv.write_text("HashOwner,HashApp,HashFunction,Trigger,1,2\no,a1,f1,timer,1,1\n")
+        run = _azure(tmp_path, False).with_name("d_run.csv")
+        run.rename(tmp_path / "function_durations_percentiles.anon.d01.csv")
+        tr = load_azure2019(inv, seed=1)
+        assert [a.function for a in tr.arrivals] == ["f1", "f1"]
+        assert tr.arrivals[1].time_s >= 60
+        assert tr.stats["f1"].median_duration_ms == 100
+
     def test_durations_and_memory_are_joined_from_siblings(self, tmp_path: Path) -> None:
         tr = load_azure2019(_azure(tmp_path, False), seed=1)
         f1 = [a for a in tr.arrivals if a.function == "f1"]
