@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-memory-gib", type=float, default=128)
     p.add_argument("--json", dest="json_out", default=None, help="write the JSON result here")
     p.add_argument("--plots", default=None, help="directory for PNG plots")
+    p.add_argument("--keep-alive-s", type=float, default=600.0, help="idle pod keep-alive")
+    p.add_argument("--cold-start-ms", type=float, default=1000.0,
+                   help="cold start of functions whose table has none")
+    p.add_argument("--resize-latency-ms", type=float, default=50.0)
+    p.add_argument("--no-resize", action="store_true", help="no in-place CPU resize")
 
     p = sub.add_parser("trace", help="trace utilities")
     tsub = p.add_subparsers(dest="trace_command", required=True)

@@ -58,7 +58,11 @@ def _run_simulate(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"unknown policy {unknown[0]!r}; known: {', '.join(POLICY_NAMES)}")
     config = SimConfig(slo_slowdown=args.slo_slowdown, seed=args.seed, nodes=args.nodes,
-                       node_vcpus=args.node_vcpus, node_memory_gib=args.node_memory_gib)
+                       node_vcpus=args.node_vcpus, node_memory_gib=args.node_memory_gib,
+                       keep_alive_s=getattr(args, "keep_alive_s", 600.0),
+                       default_cold_start_ms=getattr(args, "cold_start_ms", 1000.0),
+                       resize_latency_ms=getattr(args, "resize_latency_ms", 50.0),
+                       supports_resize=not getattr(args, "no_resize", False))
     t0 = time.perf_counter()
     trace = load_trace(args.trace, args.trace_format, minutes=args.minutes, seed=args.seed)
     table = load_perf_sources(args.perf)

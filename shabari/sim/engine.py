@@ -71,6 +71,12 @@ class SimConfig:
             raise ConfigError(f"--slo-slowdown must be >= 1, got {self.slo_slowdown}")
         if self.nodes < 1 or self.node_vcpus <= 0 or self.node_memory_gib <= 0:
             raise ConfigError("the cluster needs at least one node with positive capacity")
+        for name, flag in (("keep_alive_s", "--keep-alive-s"),
+                           ("resize_latency_ms", "--resize-latency-ms"),
+                           ("default_cold_start_ms", "--cold-start-ms")):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{flag} must be a finite number >= 0, got {value}")
 
     def node_capacities(self) -> list[NodeCapacity]:
         return [NodeCapacity(NodeId(f"node-{i}"), round(self.node_vcpus * 1000),

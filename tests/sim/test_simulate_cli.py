@@ -63,6 +63,24 @@ class TestSimulate:
                      "--perf", str(perf), "--policies", "nope"]) == 1
         assert "unknown policy 'nope'" in capsys.readouterr().err
 
+    def test_platform_knobs(self, files: tuple[Path, Path], tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+        trace, perf = files
+        common = ["simulate", "--trace", str(trace), "--trace-format", "invocations",
+                  "--perf", str(perf), "--policies", "static-max"]
+        out = tmp_path / "a.json"
+        assert main([*common, "--cold-start-ms", "5000", "--keep-alive-s", "0",
+                     "--json", str(out)]) == 0
+        slow = json.loads(out.read_text())["policies"]["static-max"]
+        assert main([*common, "--json", str(out)]) == 0
+        fast = json.loads(out.read_text())["policies"]["static-max"]
+        # no keep-alive: every invocation cold starts, each paying 5 s instead of 1 s
+        assert slow["cold_starts"] == slow["invocations"] > fast["cold_starts"]
+        assert slow["latency_ms"]["p50"] > 5000 > fast["latency_ms"]["p50"]
+        assert main([*common, "--no-resize"]) == 0
+        assert main([*common, "--cold-start-ms", "-1"]) == 1
+        assert "--cold-start-ms must be a finite number >= 0" in capsys.readouterr().err
+
     @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
     def test_real_azure_minutes_with_vswarm(self, tmp_path: Path) -> None:
         out = tmp_path / "out.json"
