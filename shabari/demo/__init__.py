@@ -55,8 +55,15 @@ SPEEDUP = 4.0
 #: generated inputs per function for the replay, and for the warm-up (a different seed)
 INPUTS_PER_FUNCTION = 14
 #: warm-up invocations per function: the agent's training (shabari) / pod warm-up (static)
-TRAIN_PER_FUNCTION = 60
+TRAIN_PER_FUNCTION = 90
 WARM_PER_FUNCTION = 2
+#: the demo's SLO: this x the input's best latency measured alone. The bundled specs say 1.5
+#: (DESIGN 4.5's simulation default), but on a shared 2-core machine two invocations running
+#: at once already double each other's latency, so 1.5x the alone latency is missed by every
+#: size (measured: >= 90% violations for all three policies, 100% during the agent's safe
+#: start at the default size); 2.5x leaves room for that contention and keeps the SLO a
+#: constraint that the right size meets and a too-small one misses.
+SLO_SLOWDOWN = 2.5
 #: calibration runs per input (the median counts, as in DESIGN 4.5)
 CALIBRATION_REPEATS = 3
 #: no input above this many bytes (see select_inputs)
@@ -82,7 +89,7 @@ def write_functions_config(path: Path, fns: dict[str, BundledFunction],
                            perf_table: Path | None = None) -> None:
     extra = {} if perf_table is None else {"perfTable": str(perf_table.resolve())}
     doc = {"functions": {name: {**spec_to_mapping(f.spec), "directory": str(f.directory),
-                                **extra}
+                                "slo": {"slowdown": SLO_SLOWDOWN}, **extra}
                          for name, f in fns.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=True))
@@ -260,8 +267,7 @@ def run(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "trace": str(trace_path().name),
         "seed": seed,
-        "slo_slowdown": sorted({f.spec.slo.slowdown for f in fns.values()
-                                if f.spec.slo.slowdown is not None}),
+        "slo_slowdown": SLO_SLOWDOWN,
         "functions": names,
         "speedup": SPEEDUP,
         "node": "this machine (local backend default capacity)",
@@ -270,8 +276,6 @@ def run(args: argparse.Namespace) -> int:
         "policies": per_policy,
         "total_wall_seconds": time.monotonic() - t_all,
     }
-    if len(summary["slo_slowdown"]) == 1:
-        summary["slo_slowdown"] = summary["slo_slowdown"][0]
     text = comparison_table(per_policy)
     note = verdict(per_policy)
     summary["verdict"] = note
