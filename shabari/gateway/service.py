@@ -539,6 +539,7 @@ class Gateway:
         for name, spec in sorted(self.functions.items()):
             st = self.stats[name]
             m = spec_to_mapping(spec)
+            learning = self.learning_state(name)
             out.append({
                 "name": name,
                 "slo": m["slo"],
@@ -546,7 +547,7 @@ class Gateway:
                 "sizes": m["sizes"],
                 "gpuCapable": spec.gpu_capable,
                 "defaultSize": m.get("defaultSize"),
-                "learning": self.learning_state(name),
+                "learning": learning,
                 "stats": {
                     "invocations": st.invocations,
                     "slo_violations": st.slo_violations,
@@ -554,6 +555,7 @@ class Gateway:
                     "failures": st.failures,
                     "cold_starts": st.cold_starts,
                     "oom_retries": st.oom_retries,
+                    "model_version": learning.get("model_version", 0),
                 },
             })
         return out
