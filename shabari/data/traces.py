@@ -169,17 +169,21 @@ def _sibling(inv: Path, kind: str) -> Path | None:
     return None
 
 
-def _read_run(path: Path) -> dict[str, tuple[tuple[float, float], ...]]:
+def _read_percentiles(
+    path: Path, key: str, pattern: str, what: str, scale: float = 1.0
+) -> dict[str, tuple[tuple[float, float], ...]]:
+    """Rows of `key` -> sorted (percentile, value x scale) from the columns matching `pattern`
+    (whose first group is the percentile): the shape shared by the run and memory files."""
     header, rows, fh = _open_csv(path)
     where = str(path)
     try:
-        if "HashFunction" not in header:
-            raise DataFormatError("missing column HashFunction", path=where, line=1)
+        if key not in header:
+            raise DataFormatError(f"missing column {key}", path=where, line=1)
         pcols = [(float(m.group(1)), i) for i, h in enumerate(header)
-                 if (m := re.match(r"^percentile_Average_(\d+)$", h))]
+                 if (m := re.match(pattern, h))]
         if not pcols:
-            raise DataFormatError("no percentile_Average_<p> columns", path=where, line=1)
-        fi = header.index("HashFunction")
+            raise DataFormatError(f"no {what} columns", path=where, line=1)
+        ki = header.index(key)
         out: dict[str, tuple[tuple[float, float], ...]] = {}
         for lineno, cells in enumerate(rows, start=2):
             if not cells:
@@ -187,37 +191,23 @@ def _read_run(path: Path) -> dict[str, tuple[tuple[float, float], ...]]:
             if len(cells) != len(header):
                 raise DataFormatError(f"expected {len(header)} cells, got {len(cells)}",
                                       path=where, line=lineno)
-            pts = sorted((p, _num(cells[i], where, lineno, header[i])) for p, i in pcols)
-            out[cells[fi]] = tuple(pts)
+            out[cells[ki]] = tuple(sorted(
+                (p, _num(cells[i], where, lineno, header[i]) * scale) for p, i in pcols))
         return out
     finally:
         fh.close()
+
+
+def _read_run(path: Path) -> dict[str, tuple[tuple[float, float], ...]]:
+    """Duration percentiles (ms) per HashFunction."""
+    return _read_percentiles(path, "HashFunction", r"^percentile_Average_(\d+)$",
+                             "percentile_Average_<p>")
 
 
 def _read_mem(path: Path) -> dict[str, tuple[tuple[float, float], ...]]:
-    header, rows, fh = _open_csv(path)
-    where = str(path)
-    try:
-        if "HashApp" not in header:
-            raise DataFormatError("missing column HashApp", path=where, line=1)
-        pcols = [(float(m.group(1)), i) for i, h in enumerate(header)
-                 if (m := re.match(r"^AverageAllocatedMb_pct(\d+)$", h))]
-        if not pcols:
-            raise DataFormatError("no AverageAllocatedMb_pct<p> columns", path=where, line=1)
-        ai = header.index("HashApp")
-        out: dict[str, tuple[tuple[float, float], ...]] = {}
-        for lineno, cells in enumerate(rows, start=2):
-            if not cells:
-                continue
-            if len(cells) != len(header):
-                raise DataFormatError(f"expected {len(header)} cells, got {len(cells)}",
-                                      path=where, line=lineno)
-            pts = sorted((p, _num(cells[i], where, lineno, header[i]) * 1e6 / 2**20)
-                         for p, i in pcols)
-            out[cells[ai]] = tuple(pts)
-        return out
-    finally:
-        fh.close()
+    """Allocated-memory percentiles per HashApp, converted from MB to MiB."""
+    return _read_percentiles(path, "HashApp", r"^AverageAllocatedMb_pct(\d+)$",
+                             "AverageAllocatedMb_pct<p>", scale=1e6 / 2**20)
 
 
 def load_azure2019(inv_csv_path: str | Path, *, minutes: float | None = None,
