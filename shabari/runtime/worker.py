@@ -7,7 +7,8 @@ is only honest if it pays for a fresh interpreter, the function's imports and it
 Start-up (the cold start, measured here and reported in the `ready` frame):
   1. join the pod's cgroups (`--join-cgroup DIR`, before anything heavy is imported), or apply
      the fallback limits (`--affinity`, `--rlimit-as`);
-  2. size thread pools from the CPU allocation (`OMP/MKL/OPENBLAS_NUM_THREADS`, ...);
+  2. size thread pools from the CPU allocation (`OMP/MKL/OPENBLAS_NUM_THREADS`, ...) and make
+     idle pool threads sleep rather than spin (`PASSIVE_WAIT_ENV`);
   3. import the function's `handler.py` and call its optional `init(ctx)` (model load).
 
 Each invocation request carries the pod's *current* CPU allocation (the backend may have
@@ -57,6 +58,18 @@ THREAD_ENV_VARS = (
     "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
 )
+
+#: idle native threads sleep instead of spinning. OpenBLAS (pthreads) keeps its workers busy-
+#: waiting for 2^28 cycles (~0.1 s) after every call and GNU/Intel OpenMP spin too by default;
+#: under a CFS quota or on a shared node that burns the pod's own quota (5x the CPU-seconds of
+#: the work itself for a 600x600 matmul at 2 vCPUs beside other load) and steals CPU from other
+#: pods. Set before any native library loads; values already in the environment win.
+PASSIVE_WAIT_ENV = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "GOMP_SPINCOUNT": "0",
+    "KMP_BLOCKTIME": "0",
+    "OPENBLAS_THREAD_TIMEOUT": "4",  # 2^4 cycles, OpenBLAS's minimum
+}
 
 
 def threads_for(cpu_millicores: int, cores: int | None = None) -> int:
@@ -340,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = threads_for(cpu)
     for var in THREAD_ENV_VARS:
         os.environ[var] = str(threads)
+    for var, value in PASSIVE_WAIT_ENV.items():
+        os.environ.setdefault(var, value)
     sock: socket.socket | None = None
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
