@@ -16,7 +16,7 @@ import pytest
 
 from shabari.runtime import protocol
 from shabari.runtime.catalog import functions_root
-from shabari.runtime.worker import FunctionRunner, threads_for
+from shabari.runtime.worker import PASSIVE_WAIT_ENV, FunctionRunner, threads_for
 
 HANDLER = '''
 import os
@@ -77,6 +77,88 @@ class TestThreadSizing:
     def test_threads_are_ceil_vcpus_capped_by_cores(self, cpu: int, cores: int,
                                                     threads: int) -> None:
         assert threads_for(cpu, cores) == threads
+
+
+IDLE_HANDLER = '''
+import os, resource, time
+import numpy as np
+
+A = np.random.default_rng(0).random((600, 600))
+
+def _cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+def handle(body, content_type, ctx):
+    if body == b"env":
+        names = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OPENBLAS_THREAD_TIMEOUT")
+        return ",".join(os.environ.get(n, "-") for n in names).encode()
+    A @ A  # wakes the BLAS pool (ctx.threads threads)
+    c0 = _cpu()
+    time.sleep(0.3)  # the process is idle now: only spinning pool threads use CPU
+    return f"{_cpu() - c0:.4f}".encode()
+'''
+
+
+def _ask_worker(fn_dir: Path, bodies: list[bytes], env: dict[str, str],
+                cpu_millicores: int = 2000) -> list[bytes]:
+    """Start a real worker process (`--listen`, so its start-up code runs), invoke it."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shabari.runtime.worker", "--function-dir", str(fn_dir),
+         "--listen", f"127.0.0.1:{port}", "--cpu-millicores", str(cpu_millicores)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        answers = []
+        with conn:
+            protocol.recv_frame(conn)
+            for body in bodies:
+                protocol.send_frame(conn, {"type": "invoke"}, body)
+                meta, out = protocol.recv_frame(conn)
+                assert meta["status"] == "ok", out
+                answers.append(out)
+        return answers
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+class TestIdleThreadsSleep:
+    """Idle BLAS/OpenMP pool threads must sleep, not spin on the pod's CPU quota."""
+
+    @pytest.fixture
+    def idle_dir(self, tmp_path: Path) -> Path:
+        d = tmp_path / "idle"
+        d.mkdir()
+        (d / "handler.py").write_text(IDLE_HANDLER)
+        return d
+
+    @staticmethod
+    def _env(**extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in PASSIVE_WAIT_ENV and not k.endswith("_NUM_THREADS")}
+        return env | extra
+
+    def test_passive_wait_policy_is_set_and_an_explicit_one_wins(self, idle_dir: Path) -> None:
+        default = ",".join(PASSIVE_WAIT_ENV[n] for n in (
+            "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OPENBLAS_THREAD_TIMEOUT"))
+        assert _ask_worker(idle_dir, [b"env"], self._env()) == [default.encode()]
+        custom = _ask_worker(idle_dir, [b"env"], self._env(OMP_WAIT_POLICY="ACTIVE"))[0]
+        assert custom.startswith(b"ACTIVE,")
+
+    @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: BLAS runs one thread")
+    def test_blas_threads_use_no_cpu_once_the_call_returns(self, idle_dir: Path) -> None:
+        # OpenBLAS's default (spin 2^28 cycles after each call) burns ~0.1 CPU-s here
+        idle_cpu = [float(x) for x in _ask_worker(idle_dir, [b"run"] * 3, self._env())]
+        assert min(idle_cpu) < 0.02, idle_cpu
 
 
 class TestFunctionRunner:
