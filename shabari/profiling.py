@@ -35,7 +35,8 @@ from shabari.core import (
 from shabari.data.perf import PerfRow, write_perf_table
 from shabari.runtime.catalog import BundledFunction, GeneratedInput, bundled_functions
 
-__all__ = ["parse_size_arg", "profile_function", "run", "summary_markdown"]
+__all__ = ["memory_twin_ratios", "noise_line", "parse_size_arg", "profile_function", "run",
+           "summary_markdown"]
 
 DEFAULT_TIMEOUT_S = 120.0
 #: the profiled pods together weigh as much as 32 ordinary processes: other work on the machine
@@ -204,6 +205,37 @@ def summary_markdown(rows: Sequence[PerfRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def memory_twin_ratios(rows: Sequence[PerfRow]) -> list[float]:
+    """A noise yardstick for a table: for every (function, input, CPU, GPU) measured at several
+    memory sizes that all succeeded, the slowest median latency over the fastest.
+
+    Memory that is not short does not change CPU-bound latency, so these ratios should be ~1;
+    what exceeds 1 is measurement noise. A slowdown SLO of 1.5x cannot be judged from cells
+    whose twins differ by more than 1.5x.
+    """
+    cells: dict[tuple[str, str, int, int, int], list[PerfRow]] = {}
+    for r in rows:
+        cells.setdefault((r.function, r.input, r.cpu_millicores, r.gpu, r.memory_mib),
+                         []).append(r)
+    medians: dict[tuple[str, str, int, int], list[float]] = {}
+    for (fn, inp, cpu, gpu, _mem), sample in cells.items():
+        if all(r.ok for r in sample):
+            medians.setdefault((fn, inp, cpu, gpu), []).append(
+                statistics.median(r.latency_ms for r in sample))
+    return sorted(max(m) / min(m) for m in medians.values() if len(m) >= 2 and min(m) > 0)
+
+
+def noise_line(rows: Sequence[PerfRow]) -> str:
+    """One line summarising `memory_twin_ratios` (empty when the grid has one memory size)."""
+    ratios = memory_twin_ratios(rows)
+    if not ratios:
+        return ""
+    over = sum(1 for x in ratios if x > 1.5)
+    return (f"noise: median latency across memory sizes at the same CPU differs by "
+            f"{statistics.median(ratios):.2f}x (median), {ratios[-1]:.2f}x (max); "
+            f"{over}/{len(ratios)} (input, CPU) pairs differ by more than 1.5x")
+
+
 def run(args: argparse.Namespace) -> int:
     functions = bundled_functions()
     fn = functions.get(args.function)
@@ -232,5 +264,8 @@ def run(args: argparse.Namespace) -> int:
     # other load on the machine skews latencies: say how busy it was, next to the numbers
     print(f"wrote {len(rows)} rows to {args.out} (1-min load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs)", file=sys.stderr)
+    noise = noise_line(rows)
+    if noise:
+        print(noise, file=sys.stderr)
     print(summary_markdown(rows))
     return 0

@@ -10,8 +10,8 @@ import pytest
 from shabari.backends.cgroups import CgroupMode, detect
 from shabari.cli import main
 from shabari.core import Size, SpecError
-from shabari.data.perf import load_perf_table
-from shabari.profiling import parse_size_arg, profile_function
+from shabari.data.perf import PerfRow, load_perf_table
+from shabari.profiling import memory_twin_ratios, noise_line, parse_size_arg, profile_function
 from shabari.runtime.catalog import GeneratedInput, bundled_functions
 
 
@@ -24,6 +24,28 @@ class TestSizeArguments:
     def test_bad_sizes_are_spec_errors(self, bad: str) -> None:
         with pytest.raises(SpecError):
             parse_size_arg(bad)
+
+
+def _row(inp: str, cpu: int, mem: int, ms: float, ok: bool = True) -> PerfRow:
+    return PerfRow("fn", inp, cpu, mem, ms, ok)
+
+
+class TestNoiseYardstick:
+    """Medians at memory sizes that do not limit the input should agree; the gap is noise."""
+
+    def test_ratio_of_medians_across_memory_sizes_at_one_cpu(self) -> None:
+        rows = [_row("a", 250, 256, ms) for ms in (100, 110, 400)]  # median 110
+        rows += [_row("a", 250, 512, ms) for ms in (90, 99, 105)]   # median 99
+        rows += [_row("a", 1000, 256, 10), _row("a", 1000, 512, 20)]
+        rows += [_row("b", 250, 256, 5)]  # a single memory size: nothing to compare
+        assert memory_twin_ratios(rows) == pytest.approx([110 / 99, 2.0])
+        assert "1/2 (input, CPU) pairs differ by more than 1.5x" in noise_line(rows)
+
+    def test_cells_with_failures_are_left_out(self) -> None:
+        rows = [_row("a", 250, 64, 500, ok=False), _row("a", 250, 256, 10),
+                _row("a", 250, 512, 12)]
+        assert memory_twin_ratios(rows) == pytest.approx([1.2])
+        assert noise_line(rows[:2]) == ""
 
 
 class TestProfileCommand:
