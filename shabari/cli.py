@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local backend: schedulable vCPUs (default: this machine's cores)")
     p.add_argument("--node-memory-gib", type=float, default=None,
                    help="local backend: schedulable memory (default: this machine's memory)")
+    p.add_argument("--registry-poll", type=float, default=None,
+                   help="seconds between checks of --config for changes (default 5; 0: never)")
 
     p = sub.add_parser("operator", help="run the Kubernetes control plane (kopf)")
     p.add_argument("kopf_args", nargs=argparse.REMAINDER, help="options passed to `kopf run`")

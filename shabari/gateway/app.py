@@ -126,7 +126,9 @@ async def readyz(request: web.Request) -> web.Response:
     if not gw.ready:
         return json_error(503, "not ready",
                           "draining" if gw.admission.draining else "starting")
-    return web.json_response({"status": "ready", "functions": len(gw.functions)})
+    # a broken registry file does not make the gateway unready: it serves the last good one
+    return web.json_response({"status": "ready", "functions": len(gw.functions),
+                              "registry_error": gw.registry_error})
 
 
 async def functions(request: web.Request) -> web.Response:

@@ -3,26 +3,44 @@
 `build_gateway` is also what the demo, the gateway benchmark and the tests use, so every way of
 running the gateway assembles it the same way. SIGTERM/SIGINT trigger a graceful shutdown:
 stop admitting (503), drain in-flight invocations, checkpoint every model, stop every pod.
+
+Backends: `local` is built here from the functions' directories (and `--node-cpus`/
+`--node-memory-gib`); `kubernetes`, `knative` and `openwhisk` come from
+`shabari.backends.registry.create_backend` with the `backend:` mapping of the `--config`
+file (a misspelt option is a `ConfigError` naming it: exit 1, one line). With `--config`, the
+file is followed while serving (`shabari.gateway.reload`): the operator's registry changes
+apply without a restart.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 import featurizers
 from shabari.agent.policy import Policy
+from shabari.backends._options import check_keys
 from shabari.backends.base import Backend
+from shabari.backends.registry import create_backend
 from shabari.core import ConfigError, FunctionSpec
 from shabari.data.perf import load_perf_table
-from shabari.gateway.config import FunctionEntry, GatewayConfig, load_functions_yaml
-from shabari.gateway.service import Gateway
+from shabari.gateway.config import (
+    FunctionEntry,
+    GatewayConfig,
+    GatewayFile,
+    load_gateway_file,
+    read_config_text,
+)
+from shabari.gateway.reload import RegistryWatcher
+from shabari.gateway.service import FunctionsChange, Gateway
 from shabari.gateway.slo import BestLatencyTable, SloResolver
 from shabari.runtime.catalog import BundledFunction, bundled_functions
-from shabari.scheduler import Scheduler, SchedulerConfig
+from shabari.scheduler import SchedulerConfig
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +116,33 @@ def perf_tables(entries: Mapping[str, FunctionEntry]) -> dict[str, BestLatencyTa
     return tables
 
 
-def make_backend(kind: str, entries: Mapping[str, FunctionEntry], *,
-                 node_cpus: float | None = None, node_memory_gib: float | None = None
-                 ) -> Backend:
-    """The backend by name; the local one schedules onto this machine (or the capacity given:
-    more than the machine has is overcommitted, each pod still capped by its own cgroup)."""
-    if kind == "local":
-        from shabari.backends.local import LocalBackend
+#: `backend:` options of the local backend (its capacity also has CLI flags)
+LOCAL_OPTIONS = ("cpu_millicores", "memory_mib", "cgroup_root", "node_id")
 
-        backend: Backend = LocalBackend(
-            _as_bundled(entries),
-            cpu_millicores=round(node_cpus * 1000) if node_cpus else None,
-            memory_mib=round(node_memory_gib * 1024) if node_memory_gib else None)
-        return backend
-    raise ConfigError(f"backend {kind!r} is not available to `shabari gateway` in this build",
-                      detail="use --backend local")
+
+def make_backend(kind: str, entries: Mapping[str, FunctionEntry], *,
+                 node_cpus: float | None = None, node_memory_gib: float | None = None,
+                 options: Mapping[str, object] | None = None) -> Backend:
+    """The backend by name, built (not started).
+
+    `local` schedules onto this machine (or the capacity given: more than the machine has is
+    overcommitted, each pod still capped by its own cgroup) and runs the entries' code.
+    The cluster backends are `create_backend(kind, options)`: `options` is the config
+    file's `backend:` mapping, checked by the backend (docs/platforms.md lists the keys).
+    """
+    opts = dict(options or {})
+    if kind == "local":
+        check_keys(opts, LOCAL_OPTIONS, "local")
+        if node_cpus:
+            opts["cpu_millicores"] = round(node_cpus * 1000)
+        if node_memory_gib:
+            opts["memory_mib"] = round(node_memory_gib * 1024)
+        return create_backend("local", {**opts, "functions": _as_bundled(entries)})
+    if node_cpus or node_memory_gib:
+        raise ConfigError(f"--node-cpus/--node-memory-gib apply to the local backend only; "
+                          f"the {kind} backend reports its own capacity",
+                          detail="drop the flags (or set the backend's capacity options)")
+    return create_backend(kind, opts)
 
 
 def build_gateway(
@@ -124,28 +154,71 @@ def build_gateway(
 ) -> Gateway:
     config = config or GatewayConfig()
     specs: dict[str, FunctionSpec] = {n: e.spec for n, e in entries.items()}
+    check_featurizers(specs)
+    # the scheduler is built by Gateway.start() from the started backend's nodes: a cluster
+    # backend knows its real nodes only then
+    return Gateway(functions=specs, policy=policy, backend=backend,
+                   featurize=featurizers.extract, slo=SloResolver(perf_tables(entries)),
+                   config=config,
+                   scheduler_config=SchedulerConfig(keep_alive_s=config.keep_alive_s,
+                                                    supports_resize=backend.supports_resize))
+
+
+def check_featurizers(specs: Mapping[str, FunctionSpec]) -> None:
     known = set(featurizers.kinds()) | {"auto"}
     for spec in specs.values():
         spec.check_featurizer(known)
-    scheduler = Scheduler(backend.nodes(), SchedulerConfig(
-        keep_alive_s=config.keep_alive_s, supports_resize=backend.supports_resize))
-    return Gateway(functions=specs, policy=policy, scheduler=scheduler, backend=backend,
-                   featurize=featurizers.extract, slo=SloResolver(perf_tables(entries)),
-                   config=config)
+
+
+def registry_applier(gateway: Gateway, backend_options: Mapping[str, object]
+                     ) -> Callable[[GatewayFile], Awaitable[FunctionsChange]]:
+    """What a changed functions file does to the running gateway (`RegistryWatcher`)."""
+    started_with = dict(backend_options)
+
+    async def apply(new: GatewayFile) -> FunctionsChange:
+        specs = {n: e.spec for n, e in new.functions.items()}
+        check_featurizers(specs)
+        if dict(new.backend) != started_with:
+            log.warning("registry: the 'backend' options changed; they apply at the next "
+                        "start of the gateway")
+            started_with.clear()
+            started_with.update(new.backend)
+        local_functions = getattr(gateway.backend, "functions", None)
+        if gateway.backend.name == "local" and isinstance(local_functions, dict):
+            # the local backend runs code from the entries' directories: teach it new ones
+            local_functions.update(_as_bundled(
+                {n: e for n, e in new.functions.items()
+                 if n not in gateway.functions or gateway.functions[n] != e.spec}))
+        return await gateway.update_functions(specs, perf_tables(new.functions))
+
+    return apply
+
+
+def attach_watcher(app: web.Application, watcher: RegistryWatcher) -> None:
+    """Poll the functions file while `app` serves (started after the gateway, stopped first)."""
+    async def _start(app: web.Application) -> None:
+        watcher.start()
+
+    async def _stop(app: web.Application) -> None:
+        await watcher.stop()
+
+    app.on_startup.append(_start)
+    app.on_shutdown.insert(0, _stop)
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from shabari.gateway.app import make_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
-    entries = (load_functions_yaml(args.config) if args.config else bundled_entries())
+    config_text = read_config_text(args.config) if args.config else None
+    file = (load_gateway_file(args.config, config_text) if args.config
+            else GatewayFile(bundled_entries()))
+    entries = file.functions
     state_dir = getattr(args, "state_dir", None)
     knobs: dict[str, Any] = {}
     for arg, key in (("max_concurrent", "max_concurrent"), ("max_queue", "max_queue"),
-                     ("keep_alive", "keep_alive_s")):
+                     ("keep_alive", "keep_alive_s"), ("registry_poll", "registry_poll_s")):
         value = getattr(args, arg, None)
         if value is not None:
             knobs[key] = value
@@ -154,9 +227,14 @@ def run(args: argparse.Namespace) -> int:
                          getattr(args, "seed", 1) or 1)
     backend = make_backend(args.backend, entries,
                            node_cpus=getattr(args, "node_cpus", None),
-                           node_memory_gib=getattr(args, "node_memory_gib", None))
+                           node_memory_gib=getattr(args, "node_memory_gib", None),
+                           options=file.backend)
     gateway = build_gateway(entries, policy=policy, backend=backend, config=config)
     app = make_app(gateway)
+    if args.config and config.registry_poll_s > 0:
+        attach_watcher(app, RegistryWatcher(
+            gateway, args.config, registry_applier(gateway, file.backend),
+            interval_s=config.registry_poll_s, loaded_text=config_text))
     log.info("serving %d functions with policy %s on %s:%d", len(entries),
              getattr(policy, "name", "?"), args.host, args.port)
     web.run_app(app, host=args.host, port=args.port, print=None,

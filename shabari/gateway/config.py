@@ -3,8 +3,11 @@
 Functions come from a YAML file (`--config FILE`) whose top-level `functions:` mapping holds,
 per function name, a spec in the shared schema (`shabari.core.specdict`: slo, featurizer,
 sizes, defaultSize, gpuCapable) plus optional backend keys (`directory`, `handler`,
-`perfTable`). The operator publishes exactly this YAML in a ConfigMap. Without a file the
-gateway serves the bundled functions with their own `function.yaml` specs.
+`perfTable`). The operator publishes exactly this YAML in a ConfigMap; on a fresh install,
+before any policy exists, that is `functions: {}`, which is valid (the gateway serves nothing
+until the registry is filled). An optional top-level `backend:` mapping holds the cluster
+backend's options (`shabari.backends.registry.create_backend`). Without a file the gateway
+serves the bundled functions with their own `function.yaml` specs.
 
 Parsing is strict and every error is a `ConfigError`/`SpecError` naming the file and field, so a
 typo in a ConfigMap is reported at start instead of surfacing as a wrong decision later.
@@ -66,6 +69,8 @@ class GatewayConfig:
     retry_oom: bool = True
     #: longest a graceful shutdown waits for in-flight invocations
     drain_timeout_s: float = 60.0
+    #: seconds between checks of the functions file for changes (0 = never reload)
+    registry_poll_s: float = 5.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -86,8 +91,9 @@ def entries_from_mapping(data: object, source: str = "config") -> dict[str, Func
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: top level must be a mapping with a 'functions' key")
     functions = data.get("functions")
-    if not isinstance(functions, Mapping) or not functions:
-        raise ConfigError(f"{source}: 'functions' must be a non-empty mapping of name -> spec")
+    if not isinstance(functions, Mapping):
+        raise ConfigError(f"{source}: 'functions' must be a mapping of name -> spec "
+                          f"(`functions: {{}}` serves none)")
     out: dict[str, FunctionEntry] = {}
     for name, raw in functions.items():
         if not isinstance(name, str) or not name:
@@ -110,19 +116,51 @@ def entries_from_mapping(data: object, source: str = "config") -> dict[str, Func
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayFile:
+    """Everything a `--config` file says: the functions and the backend's options."""
+
+    functions: dict[str, FunctionEntry]
+    #: the `backend:` mapping, passed as is to `create_backend` (which checks every key)
+    backend: Mapping[str, object] = field(default_factory=dict)
+
+
 def load_functions_yaml(path: str | Path) -> dict[str, FunctionEntry]:
     """Read and validate a functions YAML file; relative paths resolve against its folder."""
+    return load_gateway_file(path).functions
+
+
+def read_config_text(path: str | Path) -> str:
+    """The file's text (a `ConfigError` naming it when it cannot be read)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read functions config {p}: {exc.strerror or exc}") from exc
+
+
+def load_gateway_file(path: str | Path, text: str | None = None) -> GatewayFile:
+    """Parse a `--config` file (its `text` when already read): functions + backend options."""
+    p = Path(path)
+    if text is None:
+        text = read_config_text(p)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: invalid YAML", detail=str(exc)) from exc
-    entries = entries_from_mapping(data, str(p))
-    base = p.resolve().parent
+    functions = _rebase_entries(entries_from_mapping(data, str(p)), p.resolve().parent)
+    assert isinstance(data, Mapping)  # entries_from_mapping checked it
+    backend = data.get("backend")
+    if backend is None:
+        backend = {}
+    if not isinstance(backend, Mapping) or not all(isinstance(k, str) for k in backend):
+        raise ConfigError(f"{p}: 'backend' must be a mapping of option -> value",
+                          detail="see docs/platforms.md for each backend's options")
+    return GatewayFile(functions, dict(backend))
+
+
+def _rebase_entries(entries: Mapping[str, FunctionEntry], base: Path
+                    ) -> dict[str, FunctionEntry]:
     return {
         name: FunctionEntry(
             spec=e.spec,

@@ -49,6 +49,18 @@ class GatewayMetrics:
         self.resizes = Counter(
             "shabari_resizes", "Warm pods whose CPU was changed in place",
             ["function"], registry=r)
+        self.resizes_rejected = Counter(
+            "shabari_resizes_rejected",
+            "In-place resizes the platform refused (the pod kept its size), by its reason",
+            ["function", "reason"], registry=r)
+        self.registry_reloads = Counter(
+            "shabari_registry_reloads",
+            "Changes of the functions file seen, by result (applied, invalid)",
+            ["result"], registry=r)
+        self.registry_error = Gauge(
+            "shabari_registry_error",
+            "1 while the functions file on disk is invalid (the last good one is served)",
+            registry=r)
         self.oom_retries = Counter(
             "shabari_oom_retries", "Invocations retried with escalated memory after an OOM kill",
             ["function"], registry=r)

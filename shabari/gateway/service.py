@@ -50,8 +50,8 @@ from shabari.gateway.admission import AdmissionController
 from shabari.gateway.config import GatewayConfig
 from shabari.gateway.decisionlog import DecisionLog, decision_record
 from shabari.gateway.metrics import GatewayMetrics, PoolLedger
-from shabari.gateway.slo import SloResolver
-from shabari.scheduler import Scheduler
+from shabari.gateway.slo import BestLatencyTable, SloResolver
+from shabari.scheduler import Scheduler, SchedulerConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,22 @@ class FunctionStats:
     def observe_warm_hold(self, held_ms: float) -> None:
         w = self.warm_hold_ms
         self.warm_hold_ms = held_ms if w is None else 0.8 * w + 0.2 * held_ms
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionsChange:
+    """What `Gateway.update_functions` did (names, sorted)."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    #: changed functions whose size grid changed: their model starts fresh
+    fresh_models: tuple[str, ...] = ()
+    #: new or changed functions the backend could not prepare: not served (name -> reason)
+    failed: Mapping[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed or self.failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +145,20 @@ class Gateway:
         *,
         functions: Mapping[str, FunctionSpec],
         policy: Policy,
-        scheduler: Scheduler,
+        scheduler: Scheduler | None = None,
         backend: Backend,
         featurize: Featurize,
         slo: SloResolver | None = None,
         config: GatewayConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        scheduler_config: SchedulerConfig | None = None,
     ) -> None:
+        """Without a `scheduler`, one is built in `start()` from the nodes the started backend
+        reports (a cluster backend knows its real nodes only once started)."""
         self.functions = dict(functions)
         self.policy = policy
-        self.scheduler = scheduler
+        self._scheduler = scheduler
+        self._scheduler_config = scheduler_config
         self.backend = backend
         self.featurize = featurize
         self.slo = slo or SloResolver()
@@ -154,6 +174,8 @@ class Gateway:
                                      self.config.decision_log_backups)
         self.stats: dict[str, FunctionStats] = {name: FunctionStats() for name in self.functions}
         self.ready = False
+        #: the last registry reload's error (None: the file in use is the one on disk)
+        self.registry_error: str | None = None
         self.restored: dict[str, int] = {}
         self._capacity = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
@@ -168,10 +190,21 @@ class Gateway:
         """Seconds since the gateway started (monotonic): the `now` every decision gets."""
         return self._clock() - self._t0
 
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise RuntimeError("the gateway's scheduler is built by start(); call it first")
+        return self._scheduler
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.backend.start()
+        if self._scheduler is None:
+            cfg = self._scheduler_config or SchedulerConfig(
+                keep_alive_s=self.config.keep_alive_s,
+                supports_resize=self.backend.supports_resize)
+            self._scheduler = Scheduler(self.backend.nodes(), cfg)
         for spec in self.functions.values():
             await self.backend.prepare(spec)
         await self._restore()
@@ -240,6 +273,82 @@ class Gateway:
             await asyncio.to_thread(_atomic_write, path, data)
             written.append(path)
         return written
+
+    async def update_functions(
+        self, functions: Mapping[str, FunctionSpec],
+        perf_tables: Mapping[str, BestLatencyTable] | None = None,
+    ) -> FunctionsChange:
+        """Serve `functions` from now on (a registry reload), without a restart.
+
+        Added and changed functions are prepared on the backend first (one that fails is not
+        served and is reported in `failed`; a changed one keeps its previous spec). Removed
+        functions answer 404 from now on; their idle pods are stopped, in-flight invocations
+        finish. Learned models survive: an unchanged function is not touched; a changed one
+        keeps its model when its size grid is unchanged, and starts a fresh model otherwise
+        (its idle pods, sized for the old grid, are stopped too). `perf_tables` replace the
+        SLO resolver's tables (the best latencies it learned are kept).
+        """
+        old = self.functions
+        added = sorted(set(functions) - set(old))
+        removed = sorted(set(old) - set(functions))
+        changed = sorted(n for n in set(functions) & set(old) if functions[n] != old[n])
+        failed: dict[str, str] = {}
+        for name in (*added, *changed):
+            try:
+                await self.backend.prepare(functions[name])
+            except ShabariError as exc:
+                failed[name] = str(exc)
+                log.error("registry: function %s not served: %s", name, exc)
+        new = dict(functions)
+        for name in failed:
+            if name in old:
+                new[name] = old[name]
+            else:
+                del new[name]
+        fresh = [n for n in changed if n not in failed and new[n].sizes != old[n].sizes]
+        for name in changed:
+            if name not in failed:
+                self._refit_model(name)
+        if perf_tables is not None:
+            self.slo.set_tables(perf_tables)
+        self.functions = new
+        for name in new:
+            self.stats.setdefault(name, FunctionStats())
+        for name in removed:
+            self.stats.pop(name, None)
+        if self._scheduler is not None:
+            now = self.now()
+            for name in (*removed, *fresh):
+                for pod in self._scheduler.pods(FunctionName(name)):
+                    if pod.busy:
+                        continue  # released when its invocation ends, then expires
+                    self._scheduler.remove(pod.pod_id)
+                    self.ledger.stopped(pod.pod_id, now)
+                    await self._stop_pod(pod.pod_id)
+            self._capacity_changed()
+        change = FunctionsChange(tuple(added), tuple(n for n in changed if n not in failed),
+                                 tuple(removed), tuple(fresh), failed)
+        if change:
+            log.info("registry: added %s, changed %s, removed %s, fresh models %s",
+                     list(change.added), list(change.changed), list(change.removed),
+                     list(change.fresh_models))
+        return change
+
+    def _refit_model(self, function: str) -> None:
+        """Make the policy meet `function`'s new spec at its next decision.
+
+        A learning policy's checkpoint round trip detaches the model from its old grid: the
+        next decision keeps it when the new spec has the same grid, and starts a fresh model
+        otherwise (`LearningPolicy.restore`). Static policies read the spec per decision.
+        """
+        checkpoint = getattr(self.policy, "checkpoint", None)
+        restore = getattr(self.policy, "restore", None)
+        if checkpoint is None or restore is None or function not in self._touched:
+            return
+        try:
+            restore(function, checkpoint(function))
+        except ShabariError as exc:
+            log.warning("model of %s not carried over the spec change: %s", function, exc)
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -383,19 +492,46 @@ class Gateway:
 
         Returns (placement, pod, pod size, cold start ms, clock at commit).
 
-        A scheduler QUEUE waits (bounded) for capacity to change; a resize the platform rejects
-        retires that pod and places again (normally a cold start).
+        A scheduler QUEUE waits (bounded) for capacity to change. A resize the platform
+        rejects (`ResizeRejectedError`) leaves the pod usable at its old size: it is held
+        aside while the invocation is placed again (another warm pod, or a cold start of the
+        decided size), then released to the pool at its real size.
         """
+        held: list[PodId] = []
+        try:
+            return await self._place_once(spec, decision, held)
+        finally:
+            if held:
+                now = self.now()
+                for pod_id in held:
+                    self.scheduler.release(pod_id, now)
+                    self.ledger.idle(pod_id, now)
+                self._capacity_changed()
+
+    async def _place_once(
+        self, spec: FunctionSpec, decision: Decision, held: list[PodId]
+    ) -> tuple[Placement, PodId, Size, float, float]:
         fn = spec.name
         deadline = self._clock() + self.config.capacity_wait_s
         est = self.stats[fn].cold_start_estimate_ms()
         while True:
             now = self.now()
-            placement = self.scheduler.place(fn, decision.size, now, cold_start_ms=est,
-                                             busy_wait_ms=self.stats[fn].warm_hold_ms)
+            # not behind a busy pod once a resize was rejected: that could be the held pod
+            placement = self.scheduler.place(
+                fn, decision.size, now, cold_start_ms=est,
+                busy_wait_ms=None if held else self.stats[fn].warm_hold_ms)
             if placement.kind is PlacementKind.REJECT:
                 raise CapacityError(f"cannot place {fn} at {decision.size}",
                                     detail=placement.reason)
+            if placement.kind is PlacementKind.QUEUE and held:
+                # the cluster is full: give the held pods back (usable at their real size)
+                # and wait for capacity like any other invocation
+                now = self.now()
+                for pod_id in held:
+                    self.scheduler.release(pod_id, now)
+                    self.ledger.idle(pod_id, now)
+                held.clear()
+                self._capacity_changed()
             if placement.kind is PlacementKind.QUEUE:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
@@ -432,19 +568,33 @@ class Gateway:
             if placement.kind is PlacementKind.RESIZE:
                 try:
                     await self.backend.resize(pod.pod_id, pod.size.cpu_millicores)
-                except BaseException as exc:
+                except ResizeRejectedError as exc:
+                    log.info("resize of %s to %s rejected (%s); placing again, the pod stays "
+                             "warm at %s", pod.pod_id, pod.size, exc.reason or exc,
+                             placement.resized_from)
+                    self.metrics.resizes_rejected.labels(fn, exc.reason or "unknown").inc()
+                    self._revert_resize(fn, placement, self.now())
+                    held.append(pod.pod_id)
+                    continue
+                except BaseException:
                     self.scheduler.remove(pod.pod_id)
                     self.ledger.stopped(pod.pod_id, self.now())
                     self._capacity_changed()
                     await self._stop_pod(pod.pod_id)
-                    if isinstance(exc, ResizeRejectedError):
-                        log.info("resize of %s rejected (%s); placing again", pod.pod_id,
-                                 exc.reason)
-                        continue
                     raise
                 self.metrics.resizes.labels(fn).inc()
             self.ledger.busy(pod.pod_id, pod.size, self.now())
             return placement, pod.pod_id, pod.size, 0.0, t_commit
+
+    def _revert_resize(self, function: str, placement: Placement, now: float) -> None:
+        """The scheduler's model of a pod whose resize failed: back to its real size, busy
+        (held by this invocation so the next `place` looks elsewhere)."""
+        assert placement.pod_id is not None and placement.resized_from is not None
+        self.scheduler.release(placement.pod_id, now)
+        back = Placement(PlacementKind.RESIZE, placement.resized_from, pod_id=placement.pod_id,
+                         node_id=placement.node_id, resized_from=placement.size,
+                         reason="resize rejected by the platform: back to the pod's real size")
+        self.scheduler.commit(back, FunctionName(function), now)
 
     def _account(
         self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision,

@@ -42,6 +42,10 @@ class SloResolver:
         self._tables = dict(tables or {})
         self._best: dict[tuple[str, int], float] = {}
 
+    def set_tables(self, tables: Mapping[str, BestLatencyTable]) -> None:
+        """New performance tables (a registry reload); best latencies seen so far are kept."""
+        self._tables = dict(tables)
+
     def table_function(self, spec: FunctionSpec) -> BestLatencyTable | None:
         return self._tables.get(spec.name)
 

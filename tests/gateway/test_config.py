@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from shabari.core import ConfigError, Size, SpecError
-from shabari.gateway.config import GatewayConfig, entries_from_mapping, load_functions_yaml
+from shabari.gateway.config import (
+    GatewayConfig,
+    entries_from_mapping,
+    load_functions_yaml,
+    load_gateway_file,
+)
 
 
 class TestParse:
@@ -33,7 +38,7 @@ class TestParse:
             entries_from_mapping({"functions": {"f": {"sizes": {"cpu": ["2x"], "memory": ["1Gi"]}}}})
         assert "functions.f.sizes.cpu" in str(info.value)
 
-    @pytest.mark.parametrize("doc", [None, [], {"functions": {}}, {"functions": []},
+    @pytest.mark.parametrize("doc", [None, [], {"functions": None}, {"functions": []},
                                      {"functions": {"f": "nope"}}])
     def test_bad_documents(self, doc: object) -> None:
         with pytest.raises(ConfigError):
@@ -45,6 +50,32 @@ class TestParse:
             load_functions_yaml(tmp_path / "bad.yaml")
         with pytest.raises(ConfigError, match="cannot read"):
             load_functions_yaml(tmp_path / "missing.yaml")
+
+
+class TestEmptyRegistry:
+    def test_operator_fresh_install_document_is_valid(self, tmp_path: Path) -> None:
+        # the chart's registry ConfigMap before any FunctionSizingPolicy exists
+        (tmp_path / "functions.yaml").write_text("functions: {}\n")
+        assert load_functions_yaml(tmp_path / "functions.yaml") == {}
+
+
+class TestBackendSection:
+    def test_backend_options_are_read(self, tmp_path: Path) -> None:
+        (tmp_path / "cfg.yaml").write_text(
+            "backend: {namespace: fns, image_prefix: reg/}\nfunctions: {}\n")
+        f = load_gateway_file(tmp_path / "cfg.yaml")
+        assert f.backend == {"namespace": "fns", "image_prefix": "reg/"}
+        assert f.functions == {}
+
+    def test_no_backend_section_is_no_options(self, tmp_path: Path) -> None:
+        (tmp_path / "cfg.yaml").write_text("functions: {}\n")
+        assert load_gateway_file(tmp_path / "cfg.yaml").backend == {}
+
+    @pytest.mark.parametrize("section", ["[a, b]", "nope", "{1: x}"])
+    def test_backend_must_be_a_mapping_of_names(self, tmp_path: Path, section: str) -> None:
+        (tmp_path / "cfg.yaml").write_text(f"backend: {section}\nfunctions: {{}}\n")
+        with pytest.raises(ConfigError, match="'backend' must be a mapping"):
+            load_gateway_file(tmp_path / "cfg.yaml")
 
 
 class TestGatewayConfig:
