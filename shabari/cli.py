@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local backend: schedulable vCPUs (default: this machine's cores)")
     p.add_argument("--node-memory-gib", type=float, default=None,
                    help="local backend: schedulable memory (default: this machine's memory)")
+    p.add_argument("--backend-config", default=None,
+                   help="YAML file whose 'backend:' options override --config's (the chart's)")
     p.add_argument("--registry-poll", type=float, default=None,
                    help="seconds between checks of --config for changes (default 5; 0: never)")
 

@@ -7,7 +7,8 @@ stop admitting (503), drain in-flight invocations, checkpoint every model, stop 
 Backends: `local` is built here from the functions' directories (and `--node-cpus`/
 `--node-memory-gib`); `kubernetes`, `knative` and `openwhisk` come from
 `shabari.backends.registry.create_backend` with the `backend:` mapping of the `--config`
-file (a misspelt option is a `ConfigError` naming it: exit 1, one line). With `--config`, the
+file, overridden key by key by the one of `--backend-config` (a misspelt option is a
+`ConfigError` naming it: exit 1, one line). With `--config`, the
 file is followed while serving (`shabari.gateway.reload`): the operator's registry changes
 apply without a restart.
 """
@@ -33,6 +34,7 @@ from shabari.gateway.config import (
     FunctionEntry,
     GatewayConfig,
     GatewayFile,
+    load_backend_options,
     load_gateway_file,
     read_config_text,
 )
@@ -225,10 +227,14 @@ def run(args: argparse.Namespace) -> int:
     config = GatewayConfig(state_dir=Path(state_dir) if state_dir else None, **knobs)
     policy = make_policy(getattr(args, "policy", "shabari") or "shabari",
                          getattr(args, "seed", 1) or 1)
+    options = dict(file.backend)
+    backend_config = getattr(args, "backend_config", None)
+    if backend_config:
+        options.update(load_backend_options(backend_config))
     backend = make_backend(args.backend, entries,
                            node_cpus=getattr(args, "node_cpus", None),
                            node_memory_gib=getattr(args, "node_memory_gib", None),
-                           options=file.backend)
+                           options=options)
     gateway = build_gateway(entries, policy=policy, backend=backend, config=config)
     app = make_app(gateway)
     if args.config and config.registry_poll_s > 0:

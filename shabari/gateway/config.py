@@ -149,14 +149,31 @@ def load_gateway_file(path: str | Path, text: str | None = None) -> GatewayFile:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: invalid YAML", detail=str(exc)) from exc
     functions = _rebase_entries(entries_from_mapping(data, str(p)), p.resolve().parent)
-    assert isinstance(data, Mapping)  # entries_from_mapping checked it
-    backend = data.get("backend")
+    return GatewayFile(functions, _backend_section(data, p))
+
+
+def load_backend_options(path: str | Path) -> dict[str, object]:
+    """The `backend:` mapping of a YAML file (`--backend-config`: the chart keeps the backend's
+    options apart from the registry, which the operator rewrites)."""
+    p = Path(path)
+    text = read_config_text(p)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML", detail=str(exc)) from exc
+    if not isinstance(data, Mapping) or set(data) - {"backend"}:
+        raise ConfigError(f"{p}: must be a mapping with only a 'backend' key")
+    return _backend_section(data, p)
+
+
+def _backend_section(data: object, p: Path) -> dict[str, object]:
+    backend = data.get("backend") if isinstance(data, Mapping) else None
     if backend is None:
-        backend = {}
+        return {}
     if not isinstance(backend, Mapping) or not all(isinstance(k, str) for k in backend):
         raise ConfigError(f"{p}: 'backend' must be a mapping of option -> value",
                           detail="see docs/platforms.md for each backend's options")
-    return GatewayFile(functions, dict(backend))
+    return dict(backend)
 
 
 def _rebase_entries(entries: Mapping[str, FunctionEntry], base: Path

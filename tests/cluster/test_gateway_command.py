@@ -133,3 +133,15 @@ class TestBackendOptionErrors:
         assert main(["gateway", "--backend", "kubernetes", "--config", str(cfg),
                      "--node-cpus", "4"]) == 1
         assert "local backend only" in capsys.readouterr().err
+
+    def test_backend_config_file_overrides_the_config_section(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        # the chart's layout: registry without options, options in their own file
+        cfg = tmp_path / "functions.yaml"
+        cfg.write_text("functions: {}\n")
+        options = tmp_path / "backend.yaml"
+        options.write_text("backend: {namespace: fns, imge_prefix: x/}\n")
+        assert main(["gateway", "--backend", "kubernetes", "--config", str(cfg),
+                     "--backend-config", str(options)]) == 1
+        assert "unknown option 'imge_prefix'" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from shabari.core import ConfigError, Size, SpecError
 from shabari.gateway.config import (
     GatewayConfig,
     entries_from_mapping,
+    load_backend_options,
     load_functions_yaml,
     load_gateway_file,
 )
@@ -76,6 +77,17 @@ class TestBackendSection:
         (tmp_path / "cfg.yaml").write_text(f"backend: {section}\nfunctions: {{}}\n")
         with pytest.raises(ConfigError, match="'backend' must be a mapping"):
             load_gateway_file(tmp_path / "cfg.yaml")
+
+
+class TestBackendConfigFile:
+    def test_reads_only_the_backend_section(self, tmp_path: Path) -> None:
+        (tmp_path / "b.yaml").write_text("backend: {namespace: fns}\n")
+        assert load_backend_options(tmp_path / "b.yaml") == {"namespace": "fns"}
+
+    def test_other_keys_are_refused(self, tmp_path: Path) -> None:
+        (tmp_path / "b.yaml").write_text("backend: {}\nfunctions: {}\n")
+        with pytest.raises(ConfigError, match="only a 'backend' key"):
+            load_backend_options(tmp_path / "b.yaml")
 
 
 class TestGatewayConfig:
