@@ -180,6 +180,8 @@ class Gateway:
         self._capacity = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._touched: set[str] = set()
+        #: functions whose spec changed since their last decision (see update_functions)
+        self._refit: set[str] = set()
         self._closed = False
         self._flushing = False
         self._background: set[asyncio.Task[None]] = set()
@@ -306,16 +308,14 @@ class Gateway:
             else:
                 del new[name]
         fresh = [n for n in changed if n not in failed and new[n].sizes != old[n].sizes]
-        for name in changed:
-            if name not in failed:
-                self._refit_model(name)
+        # the policy meets a changed spec right before that function's next decision (not
+        # now: an invocation still in flight under the old spec would bind the old grid again)
+        self._refit.update(n for n in changed if n not in failed)
         if perf_tables is not None:
             self.slo.set_tables(perf_tables)
         self.functions = new
-        for name in new:
+        for name in new:  # a removed function keeps its counters (in-flight calls use them)
             self.stats.setdefault(name, FunctionStats())
-        for name in removed:
-            self.stats.pop(name, None)
         if self._scheduler is not None:
             now = self.now()
             for name in (*removed, *fresh):
@@ -335,11 +335,11 @@ class Gateway:
         return change
 
     def _refit_model(self, function: str) -> None:
-        """Make the policy meet `function`'s new spec at its next decision.
+        """Make the policy meet `function`'s new spec (right before its first decision).
 
         A learning policy's checkpoint round trip detaches the model from its old grid: the
-        next decision keeps it when the new spec has the same grid, and starts a fresh model
-        otherwise (`LearningPolicy.restore`). Static policies read the spec per decision.
+        decision that follows keeps it when the new spec has the same grid, and starts a fresh
+        model otherwise (`LearningPolicy.restore`). Static policies read the spec per decision.
         """
         checkpoint = getattr(self.policy, "checkpoint", None)
         restore = getattr(self.policy, "restore", None)
@@ -407,6 +407,9 @@ class Gateway:
             spec=spec, features=features, now=now,
             warm_idle=self.scheduler.warm_idle(spec.name, now),
             supports_resize=self.backend.supports_resize, slo_ms=slo_before)
+        if function in self._refit:
+            self._refit.discard(function)
+            self._refit_model(function)
         decision = self.policy.decide(ctx)
         self._touched.add(function)
         attempt = await self._attempt(spec, ctx, decision, body, content_type, t_start, 1, None)
@@ -720,7 +723,8 @@ class Gateway:
                           "waiting": self.admission.waiting,
                           "shed": dict(self.admission.shed)},
             "decision_log_records": self.decisions.records,
-            "functions": {n: dataclasses.asdict(s) for n, s in self.stats.items()},
+            "functions": {n: dataclasses.asdict(s) for n, s in self.stats.items()
+                          if n in self.functions},
         }
 
 

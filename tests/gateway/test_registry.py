@@ -153,6 +153,29 @@ class TestReload:
             assert not gw.gateway.scheduler.pods("probe2")  # type: ignore[arg-type]
             assert [f["name"] for f in await gw.get_json("/functions")] == ["probe"]
 
+    async def test_invocations_in_flight_finish_across_a_reload(self, tmp_path: Path) -> None:
+        cfg = tmp_path / "functions.yaml"
+        write(cfg, {"probe": PROBE, "probe2": PROBE})
+        async with serve(cfg) as gw:
+            await invoke_ok(gw, "probe2")  # a warm pod, so the next call starts at once
+            grid = {"cpu": ["250m", "500m", "1"], "memory": ["128Mi", "512Mi"]}
+            slow = asyncio.create_task(gw.invoke("probe2", b'{"sleep": 1.0}'))
+            changing = asyncio.create_task(gw.invoke("probe", b'{"sleep": 1.0}'))
+            async with asyncio.timeout(10):
+                while gw.gateway.admission.running < 2:
+                    await asyncio.sleep(0.01)
+            # probe2 removed and probe's grid changed while both run
+            write(cfg, {"probe": {**PROBE, "sizes": grid}})
+            change = await gw.watcher.check()
+            assert change is not None and change.removed == ("probe2",)
+            assert change.fresh_models == ("probe",)
+            assert (await slow)[0] == 200
+            assert (await changing)[0] == 200
+            # the late learn of the old grid did not pin the old grid: fresh model, new sizes
+            status, _ = await gw.invoke("probe", b"{}")
+            assert status == 200
+            assert await gw.outcomes("probe") == 1
+
     async def test_broken_file_keeps_last_good_registry(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture,
     ) -> None:
