@@ -90,6 +90,11 @@ class FunctionModel:
         #: bandit updates (SquareCB's counter)
         self.bandit_updates = 0
         self.model_version = 0
+        #: trust region: per similarity key (`encoding.similarity_keys`), the smallest arm
+        #: index that has met the SLO on an input with that key
+        self.met_floor: dict[str, int] = {}
+        #: resize guard: per SLO bin, (in-place resizes learned from, of them SLO misses)
+        self.resize_stats: dict[str, tuple[int, int]] = {}
 
     def action_lines(self, flags: Sequence[str]) -> list[str]:
         """Each arm's line plus its warm-pool flag ("" | " cold" | " resize")."""
@@ -120,6 +125,8 @@ class FunctionModel:
             "bandit_updates": self.bandit_updates,
             "model_version": self.model_version,
             "memory": self.memory.to_json(),
+            "met_floor": self.met_floor,
+            "resize_stats": self.resize_stats,
             "rng": [state[0], list(state[1]), state[2]],
             "vw_sha256": hashlib.sha256(vw_bytes).hexdigest(),
         }
@@ -167,7 +174,11 @@ class FunctionModel:
             outcomes = int(meta["outcomes"])
             updates = int(meta["bandit_updates"])
             version = int(meta["model_version"])
-        except (KeyError, TypeError, ValueError) as exc:
+            # absent in checkpoints written before the trust region existed
+            met_floor = {str(k): int(v) for k, v in meta.get("met_floor", {}).items()}
+            resize_stats = {str(k): (int(v[0]), int(v[1]))
+                            for k, v in meta.get("resize_stats", {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError("corrupt Shabari agent checkpoint", detail=str(exc)) from exc
         try:
             cb = CBModel.load(vw_bytes, vw_config)
@@ -177,4 +188,6 @@ class FunctionModel:
         model.outcomes = outcomes
         model.bandit_updates = updates
         model.model_version = version
+        model.met_floor = met_floor
+        model.resize_stats = resize_stats
         return model, key

@@ -8,6 +8,9 @@ For every function (model created lazily on its first decision):
    the warm-pool state, sampling from its pmf with the function's own seeded RNG. Arms the
    model already estimates to cost more than `mask_gap` above the best one (a whole SLO
    violation worse) get probability zero: we never explore sizes predicted to miss by far.
+   An arm that needs an in-place resize loses its mass to an idle warm pod's arm once this
+   function's resizes have missed the SLO (`_guard_resize`: a 50 ms resize is fatal to a
+   function of a few milliseconds).
 3. Memory is never explored: the smallest grid memory at or above the high-quantile prediction
    of `memory.py` (the largest memory until that model has enough samples).
 4. `learn` computes the cost once, with `shabari.core.cost.cost` against `ctx.slo_ms` (or the
@@ -26,7 +29,7 @@ import random
 from dataclasses import dataclass, field
 
 from shabari.agent.bandit import FunctionModel, action_key, actions_for
-from shabari.agent.encoding import FeatureVector, shared_line
+from shabari.agent.encoding import FeatureVector, shared_line, similarity_keys
 from shabari.agent.memory import MemoryConfig
 from shabari.agent.policy import LearningState, Phase
 from shabari.agent.vw import VWConfig
@@ -59,6 +62,16 @@ class AgentConfig:
     pessimistic_imputation: bool = False
     #: decisions awaiting their outcome whose encoded lines are kept (older ones re-encode)
     pending_limit: int = 10_000
+    #: trust region: explore at most this many arms below the smallest arm known to meet the
+    #: SLO for similar inputs (the safe default's arm until one is known); None: no limit
+    trust_steps: int | None = None
+    #: resize guard: once this many in-place resizes of the function have been learned from,
+    #: stop resizing (run on an idle warm pod of an adequate size instead) while more than
+    #: `resize_max_violation` of them missed the SLO; None: never guard
+    resize_probes: int | None = 1
+    resize_max_violation: float = 0.1
+    #: count resizes per SLO bin (True) or per function (False)
+    resize_by_slo: bool = False
 
     def __post_init__(self) -> None:
         if self.safe_start_outcomes < 0:
@@ -67,6 +80,13 @@ class AgentConfig:
             raise ConfigError(f"mask_gap must be > 0, got {self.mask_gap}")
         if self.tiles <= 0:
             raise ConfigError(f"tiles must be > 0, got {self.tiles}")
+        if self.resize_probes is not None and self.resize_probes < 0:
+            raise ConfigError(f"resize_probes must be >= 0 or None, got {self.resize_probes}")
+        if not 0.0 <= self.resize_max_violation <= 1.0:
+            raise ConfigError(f"resize_max_violation must be in [0, 1], "
+                              f"got {self.resize_max_violation}")
+        if self.trust_steps is not None and self.trust_steps < 0:
+            raise ConfigError(f"trust_steps must be >= 0 or None, got {self.trust_steps}")
 
 
 @dataclass(slots=True)
@@ -76,6 +96,29 @@ class _Encoded:
     features: FeatureVector
     shared: str
     actions: list[str]
+    #: the input's similarity keys (trust region)
+    keys: tuple[str, ...]
+    #: the warm-pool flag of each arm ("" | " cold" | " resize")
+    flags: list[str]
+    #: the SLO bin the resize guard keeps its counts under
+    slo_key: str
+
+
+def _safe_index(model: FunctionModel, spec: FunctionSpec) -> int:
+    """The arm of the spec's safe default size."""
+    safe = spec.safe_default
+    return next(i for i, a in enumerate(model.actions)
+                if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+
+
+def _known_floor(model: FunctionModel, keys: tuple[str, ...], safe_index: int) -> int:
+    """The smallest arm known to meet the SLO for inputs like this one (trust region).
+
+    The largest of the input's keys' floors; a key never seen meeting the SLO counts as the
+    safe default's arm.
+    """
+    floors = model.met_floor
+    return max(floors.get(k, safe_index) for k in keys)
 
 
 class ShabariAgent:
@@ -143,8 +186,13 @@ class ShabariAgent:
                     flags.append(" resize")
         else:
             flags = [" cold"] * len(model.actions)
-        return _Encoded(fv, shared_line(fv, ctx.slo_ms, self.config.tiles),
-                        model.action_lines(flags))
+        tiles = self.config.tiles
+        slo = ctx.slo_ms
+        slo_key = (str(math.floor(math.log1p(slo) * tiles))
+                   if self.config.resize_by_slo and slo is not None and slo > 0
+                   and math.isfinite(slo) else "*")
+        return _Encoded(fv, shared_line(fv, slo, tiles), model.action_lines(flags),
+                        similarity_keys(fv, slo, tiles), flags, slo_key)
 
     def _encode_fresh(self, ctx: DecisionContext, model: FunctionModel) -> _Encoded:
         fv = FeatureVector.of(ctx.features, self.config.tiles)
@@ -166,16 +214,20 @@ class ShabariAgent:
         enc = self._encode(ctx, model, fv, memory)
         decision_id = self._next_id()
         self._remember(decision_id, enc)
+        safe = spec.safe_default
+        safe_index = _safe_index(model, spec)
         if model.outcomes < self.config.safe_start_outcomes:
-            safe = spec.safe_default
-            index = next(i for i, a in enumerate(model.actions)
-                         if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+            index = safe_index
             size = safe
             if memory is not None and memory > safe.memory_mib:
                 size = model.actions[index].size_for(memory)
             return Decision(decision_id, spec.name, size, index, 1.0, model.model_version,
                             "safe-start", explored=False, policy=self.name)
         pmf = self._mask(model.cb.predict(enc.shared, enc.actions), model)
+        if self.config.trust_steps is not None:
+            pmf = self._trust(pmf, model, enc.keys, safe_index, self.config.trust_steps)
+        if self.config.resize_probes is not None and " resize" in enc.flags:
+            pmf = self._guard_resize(pmf, model, enc, safe_index)
         index = model.sample(pmf)
         probability = pmf[index] / sum(pmf)
         best = max(range(len(pmf)), key=pmf.__getitem__)
@@ -197,6 +249,59 @@ class ShabariAgent:
         floor = 1.0 / (k + self.config.vw.gamma(model.bandit_updates) * self.config.mask_gap)
         masked = [p if p >= floor else 0.0 for p in pmf]
         return masked if sum(masked) > 0 else pmf
+
+    @staticmethod
+    def _trust(pmf: list[float], model: FunctionModel, keys: tuple[str, ...],
+               safe_index: int, steps: int) -> list[float]:
+        """Zero the arms more than `steps` below the smallest arm known to meet the SLO.
+
+        "Known" is per similarity key: the floor of an input is the largest of its keys'
+        floors (a key not seen meeting the SLO yet counts as the safe default's arm), so the
+        bandit walks down the grid one step per success instead of trying sizes it knows
+        nothing about (VW's estimate for an untried arm is 0, i.e. optimistic).
+        """
+        lo = _known_floor(model, keys, safe_index) - steps
+        if lo <= 0:
+            return pmf
+        trusted = [p if i >= lo else 0.0 for i, p in enumerate(pmf)]
+        if sum(trusted) > 0:
+            return trusted
+        return [1.0 if i == lo else 0.0 for i in range(len(pmf))]
+
+    def _guard_resize(self, pmf: list[float], model: FunctionModel, enc: _Encoded,
+                      safe_index: int) -> list[float]:
+        """Move the mass of arms that need an in-place resize to an idle warm pod's arm,
+        when resizes have been missing the SLO for this function (or SLO bin).
+
+        A resize costs an absolute delay (50 ms in the simulator), which a function of a few
+        milliseconds cannot absorb and a function of seconds does not notice; the agent
+        cannot know the backend's delay, so it counts: after `resize_probes` resizes,
+        resizing stops while more than `resize_max_violation` of them missed. Once it stops,
+        only resizes with no warm alternative add to the count, so the verdict is sticky.
+        Each resize arm's mass goes to the smallest arm with an idle warm pod of exactly its
+        size (no resize) that is not slower (at least the CPU, same GPUs) or is known to meet
+        the SLO for similar inputs (at or above the trust region's floor); with none, it stays.
+        The result is still a pmf, so the chosen arm's probability stays honest for IPS.
+        """
+        cfg = self.config
+        n, missed = model.resize_stats.get(enc.slo_key, (0, 0))
+        if n < (cfg.resize_probes or 0) or missed <= cfg.resize_max_violation * n:
+            return pmf
+        actions = model.actions
+        flags = enc.flags
+        known = _known_floor(model, enc.keys, safe_index)
+        out = list(pmf)
+        for i, p in enumerate(pmf):
+            if p <= 0.0 or flags[i] != " resize":
+                continue
+            a = actions[i]
+            target = next((j for j, b in enumerate(actions)
+                           if flags[j] == "" and b.gpu == a.gpu
+                           and (b.cpu_millicores >= a.cpu_millicores or j >= known)), None)
+            if target is not None:
+                out[i] = 0.0
+                out[target] += p
+        return out
 
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome) -> None:
         spec = ctx.spec
@@ -223,6 +328,16 @@ class ShabariAgent:
         model.cb.learn(enc.shared, enc.actions, decision.action_index, c,
                        decision.probability)
         model.bandit_updates += 1
+        met = outcome.status is OutcomeStatus.OK and (slo is None or outcome.latency_ms <= slo)
+        if enc.flags[decision.action_index] == " resize":
+            n, missed = model.resize_stats.get(enc.slo_key, (0, 0))
+            model.resize_stats[enc.slo_key] = (n + 1, missed + (not met))
+        if met:
+            floors = model.met_floor
+            index = decision.action_index
+            for k in enc.keys:
+                if floors.get(k, index + 1) > index:
+                    floors[k] = index
         if decision.reason == "safe-start" and self.config.safe_start_imputation:
             self._impute(model, enc, decision, outcome, slo)
 

@@ -1,0 +1,89 @@
+"""Agent settings replayed on the Azure trace (a measurement script, not a test).
+
+    .venv/bin/python tests/agent/agent_trace_sweep.py --minutes 240 default trust
+    .venv/bin/python tests/agent/agent_trace_sweep.py --minutes 240 trust_steps=1 vw.gamma_scale=5
+
+Each positional argument is `default` or `field=value,...` overrides of `AgentConfig`
+(`vw.field=value` for its `VWConfig`; Python literals); `--minutes 0` replays the whole day. Prints, per variant, the SLO-violation rate, the allocated
+vCPU-seconds against the oracle's, the violation rate by k-th invocation of each function, and
+the wall time, so agent changes can be judged by the simulator's own numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from shabari.agent import AgentConfig, ShabariAgent
+from shabari.data.traces import load_trace
+from shabari.sim.cli import load_perf_sources
+from shabari.sim.engine import SimConfig, Workload, run_policy
+from shabari.sim.policies import make_policy
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def parse_variant(text: str) -> AgentConfig:
+    if text == "default":
+        return AgentConfig()
+    overrides: dict[str, object] = {}
+    vw: dict[str, object] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if key.startswith("vw."):
+            vw[key[3:]] = ast.literal_eval(value.strip())
+        else:
+            overrides[key] = ast.literal_eval(value.strip())
+    config = dataclasses.replace(AgentConfig(), **overrides)  # type: ignore[arg-type]
+    return dataclasses.replace(config, vw=dataclasses.replace(config.vw, **vw))  # type: ignore[arg-type]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("variants", nargs="+")
+    ap.add_argument("--trace", default=str(SHARED / "azure2019-400" / "400_inv.csv"))
+    ap.add_argument("--perf", default=str(SHARED / "vswarm-profile" / "profile.json"))
+    ap.add_argument("--minutes", type=float, default=240.0)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    minutes = args.minutes if args.minutes > 0 else None
+    trace = load_trace(args.trace, "azure2019", minutes=minutes, seed=args.seed)
+    work = Workload(trace, load_perf_sources([args.perf]), SimConfig(seed=args.seed))
+    oracle = run_policy(work, make_policy("oracle", work), keep_per_invocation=True)
+    seen: collections.Counter[str] = collections.Counter()
+    position = []
+    for f in work.function_of:
+        position.append(seen[f])
+        seen[f] += 1
+    bands = ((0, 30), (30, 100), (100, 300), (300, 10**9))
+
+    def by_band(met: list[bool]) -> str:
+        out = []
+        for lo, hi in bands:
+            idx = [i for i, k in enumerate(position) if lo <= k < hi]
+            v = sum(1 for i in idx if not met[i])
+            out.append(f"[{lo},{hi if hi < 10**9 else 'inf'}) {100 * v / max(1, len(idx)):5.2f}%")
+        return " ".join(out)
+
+    print(f"{len(work)} invocations; oracle {100 * oracle.slo_violation_rate:.2f}% "
+          f"{oracle.allocated_vcpu_seconds:,.0f} vCPU-s | {by_band(oracle.met_of)}", flush=True)
+    for text in args.variants:
+        agent = ShabariAgent(args.seed, parse_variant(text))
+        t0 = time.perf_counter()
+        res = run_policy(work, agent, keep_per_invocation=True)
+        wall = time.perf_counter() - t0
+        print(f"{text:<40} {100 * res.slo_violation_rate:5.2f}% viol ({res.failures} fail) "
+              f"{res.allocated_vcpu_seconds / oracle.allocated_vcpu_seconds:.3f}x vCPU "
+              f"{res.allocated_memory_gib_seconds:,.0f} GiB-s  {len(work) / wall:,.0f}/s | "
+              f"{by_band(res.met_of)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
