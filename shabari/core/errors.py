@@ -55,6 +55,8 @@ class SpecError(ConfigError):
     def __init__(self, message: str, *, field: str = "", detail: str = "") -> None:
         super().__init__(f"{field}: {message}" if field else message, detail=detail)
         self.field = field
+        #: the message without the field prefix, for re-raising under another field path
+        self.reason = message
 
 
 class DataFormatError(ConfigError):

@@ -64,7 +64,7 @@ def parse_slo(value: object, field: str = "slo") -> SLO:
     except SpecError as exc:
         if exc.field.startswith(field):
             raise
-        raise SpecError(exc.message, field=field) from exc
+        raise SpecError(exc.reason, field=field) from exc
 
 
 def _quantities(value: object, field: str, parse: Any) -> list[int]:
@@ -73,7 +73,7 @@ def _quantities(value: object, field: str, parse: Any) -> list[int]:
         try:
             out.append(parse(item))
         except SpecError as exc:
-            raise SpecError(exc.message, field=f"{field}[{i}]") from exc
+            raise SpecError(exc.reason, field=f"{field}[{i}]") from exc
     return out
 
 
@@ -145,15 +145,20 @@ def spec_from_mapping(name: str, data: Mapping[str, Any], path: str = "") -> Fun
     default = None
     if data.get("defaultSize") is not None:
         default = parse_size(data["defaultSize"], _field(path, "defaultSize"))
-    return FunctionSpec(
-        name=FunctionName(name),
-        slo=slo,
-        sizes=sizes,
-        featurizer=featurizer,
-        featurizer_options=options,
-        gpu_capable=gpu_capable,
-        default_size=default,
-    )
+    try:
+        return FunctionSpec(
+            name=FunctionName(name),
+            slo=slo,
+            sizes=sizes,
+            featurizer=featurizer,
+            featurizer_options=options,
+            gpu_capable=gpu_capable,
+            default_size=default,
+        )
+    except SpecError as exc:
+        if not path:
+            raise
+        raise SpecError(exc.reason, field=_field(path, exc.field)) from None
 
 
 def spec_to_mapping(spec: FunctionSpec) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def entries_from_mapping(data: object, source: str = "config") -> dict[str, Func
         try:
             spec = spec_from_mapping(name, spec_part, f"functions.{name}")
         except SpecError as exc:
-            raise SpecError(exc.message, field=exc.field, detail=source) from exc
+            raise SpecError(exc.reason, field=exc.field, detail=source) from exc
         out[name] = FunctionEntry(
             spec=spec,
             directory=_opt_path(raw.get("directory"), f"functions.{name}.directory", source),

@@ -106,7 +106,7 @@ def load_function(directory: Path) -> BundledFunction:
     try:
         spec = spec_from_mapping(directory.name, data)
     except SpecError as exc:
-        raise SpecError(exc.message, field=f"{spec_path}: {exc.field}" if exc.field
+        raise SpecError(exc.reason, field=f"{spec_path}: {exc.field}" if exc.field
                         else str(spec_path)) from None
     if not (directory / "handler.py").is_file():
         raise ConfigError(f"{directory}: bundled function has no handler.py")

@@ -36,3 +36,11 @@ def test_resource_policy_doubles() -> None:
 def test_errors_name_the_field(data: dict[str, object], where: str) -> None:
     with pytest.raises(SpecError, match=where):
         spec_from_mapping("f", data)
+
+
+def test_errors_carry_the_caller_path_once() -> None:
+    data = {"sizes": {"cpu": ["1"], "memory": ["1Gi"]}, "defaultSize": {"cpu": "2", "memory": "1Gi"}}
+    with pytest.raises(SpecError) as info:
+        spec_from_mapping("f", data, "functions.f")
+    assert info.value.field == "functions.f.defaultSize"
+    assert str(info.value).count("defaultSize") == 1
