@@ -25,7 +25,7 @@ CRD_KINDS = {"ServiceMonitor"}
 
 NON_DEFAULT = {
     "gateway": {"backend": "knative", "replicas": 2, "serviceType": "LoadBalancer",
-                "extraArgs": ["--verbose"], "env": [{"name": "X", "value": "1"}],
+                "extraArgs": ["--max-queue", "512"], "env": [{"name": "X", "value": "1"}],
                 "nodeSelector": {"pool": "functions"}},
     "inPlace": {"enabled": False},
     "variants": {"enabled": False},
