@@ -64,7 +64,7 @@ class AgentConfig:
     pending_limit: int = 10_000
     #: trust region: explore at most this many arms below the smallest arm known to meet the
     #: SLO for similar inputs (the safe default's arm until one is known); None: no limit
-    trust_steps: int | None = None
+    trust_steps: int | None = 1
     #: resize guard: once this many in-place resizes of the function have been learned from,
     #: stop resizing (run on an idle warm pod of an adequate size instead) while more than
     #: `resize_max_violation` of them missed the SLO; None: never guard
