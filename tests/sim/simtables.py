@@ -37,3 +37,20 @@ def small_trace(n_functions: int = 6, per_function: int = 40, gap_s: float = 0.7
 
 def grid() -> tuple[Size, ...]:
     return tuple(Size(c, m) for c in CPUS for m in MEMS)
+
+
+def noisy_memory_twins_table() -> PerfTable:
+    """Memory sizes that cannot matter (both are above the peak) disagree by measurement
+    noise, as on a shared profiling machine: for input `in0` the 128Mi twin is 1.6x slower,
+    for `in1` the 512Mi twin is. Speed depends on CPU alone; the noise is the table's. So a
+    clairvoyant oracle decides 512Mi for in0 and 128Mi for in1, and in1 often runs on an idle
+    in0 pod (more memory than decided)."""
+    rows = []
+    for k, work in enumerate((400.0, 400.0)):
+        for cpu in CPUS:
+            for j, mem in enumerate(MEMS):
+                lat = work * 1000.0 / cpu * (1.6 if j == 1 - k else 1.0)
+                rows.append(PerfRow("resize", f"in{k}", cpu, mem, lat, True, {"work": work},
+                                    cold_start_ms=0.0, peak_memory_mib=50.0,
+                                    cpu_used_millicores=float(cpu)))
+    return PerfTable(rows, source="handmade-noisy")
