@@ -44,7 +44,7 @@ from shabari.core.types import Decision, Outcome, OutcomeStatus
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     #: outcomes to collect at the safe size before the bandit takes over
-    safe_start_outcomes: int = 30
+    safe_start_outcomes: int = 40
     #: outcomes after which the function's phase is reported as "learned"
     learned_after: int = 300
     #: arms estimated this much costlier than the best get probability 0 (1.0 = one violation)
