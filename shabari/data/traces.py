@@ -23,7 +23,7 @@ import bisect
 import csv
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -139,6 +139,17 @@ def _open_csv(path: Path) -> tuple[list[str], Iterable[list[str]], TextIO]:
     return header, reader, fh
 
 
+def _records(rows: Iterable[list[str]], width: int, where: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of every non-blank data row; a row of another width is an error."""
+    for lineno, cells in enumerate(rows, start=2):
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if len(cells) != width:
+            raise DataFormatError(f"expected {width} cells, got {len(cells)}",
+                                  path=where, line=lineno)
+        yield lineno, cells
+
+
 def _limit(minutes: float | None) -> float:
     if minutes is None:
         return math.inf
@@ -185,12 +196,7 @@ def _read_percentiles(
             raise DataFormatError(f"no {what} columns", path=where, line=1)
         ki = header.index(key)
         out: dict[str, tuple[tuple[float, float], ...]] = {}
-        for lineno, cells in enumerate(rows, start=2):
-            if not cells:
-                continue
-            if len(cells) != len(header):
-                raise DataFormatError(f"expected {len(header)} cells, got {len(cells)}",
-                                      path=where, line=lineno)
+        for lineno, cells in _records(rows, len(header), where):
             out[cells[ki]] = tuple(sorted(
                 (p, _num(cells[i], where, lineno, header[i]) * scale) for p, i in pcols))
         return out
@@ -237,12 +243,7 @@ def load_azure2019(inv_csv_path: str | Path, *, minutes: float | None = None,
             minute_cols = [(m, i) for m, i in minute_cols if m * 60.0 < limit]
         counts_rows: list[tuple[str, str | None, np.ndarray]] = []
         seen: set[str] = set()
-        for lineno, cells in enumerate(rows, start=2):
-            if not cells or all(not c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                raise DataFormatError(f"expected {len(header)} cells, got {len(cells)}",
-                                      path=where, line=lineno)
+        for lineno, cells in _records(rows, len(header), where):
             fn = cells[fi].strip()
             if not fn:
                 raise DataFormatError("empty function hash", path=where, line=lineno,
@@ -328,12 +329,7 @@ def load_azure2021(path: str | Path, *, minutes: float | None = None) -> Trace:
             raise DataFormatError(f"missing column(s) {', '.join(missing)}; expected "
                                   "app,func,end_timestamp,duration", path=where, line=1)
         ia, ifn, ie, idur = (header.index(c) for c in need)
-        for lineno, cells in enumerate(rows, start=2):
-            if not cells or all(not c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                raise DataFormatError(f"expected {len(header)} cells, got {len(cells)}",
-                                      path=where, line=lineno)
+        for lineno, cells in _records(rows, len(header), where):
             end = _num(cells[ie], where, lineno, "end_timestamp")
             dur = _num(cells[idur], where, lineno, "duration")
             raw.append((end - dur, f"{cells[ia].strip()}/{cells[ifn].strip()}", dur * 1000.0))
@@ -362,12 +358,7 @@ def load_invocations(path: str | Path, *, minutes: float | None = None) -> Trace
         it, ifn = header.index("time_s"), header.index("function")
         idur = header.index("duration_ms") if "duration_ms" in header else None
         imem = header.index("memory_mib") if "memory_mib" in header else None
-        for lineno, cells in enumerate(rows, start=2):
-            if not cells or all(not c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                raise DataFormatError(f"expected {len(header)} cells, got {len(cells)}",
-                                      path=where, line=lineno)
+        for lineno, cells in _records(rows, len(header), where):
             t = _num(cells[it], where, lineno, "time_s")
             fn = cells[ifn].strip()
             if not fn:
