@@ -100,6 +100,17 @@ def handle(body, content_type, ctx):
 '''
 
 
+def _connect(proc: subprocess.Popen[bytes], port: int) -> socket.socket:
+    """Connect to a `--listen` worker once it listens (60 s at most, while it is alive)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=30)
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+
+
 def _ask_worker(fn_dir: Path, bodies: list[bytes], env: dict[str, str],
                 cpu_millicores: int = 2000) -> list[bytes]:
     """Start a real worker process (`--listen`, so its start-up code runs), invoke it."""
@@ -109,14 +120,7 @@ def _ask_worker(fn_dir: Path, bodies: list[bytes], env: dict[str, str],
          "--listen", f"127.0.0.1:{port}", "--cpu-millicores", str(cpu_millicores)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn = socket.create_connection(("127.0.0.1", port), timeout=30)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+        conn = _connect(proc, port)
         answers = []
         with conn:
             protocol.recv_frame(conn)
@@ -246,14 +250,7 @@ class TestImageEntryPoint:
              str(functions_root() / "markdown"), "--listen", f"127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
-                    break
-                except OSError:
-                    assert proc.poll() is None and time.monotonic() < deadline
-                    time.sleep(0.1)
+            conn = _connect(proc, port)
             with conn:
                 ready, _ = protocol.recv_frame(conn)
                 assert ready["type"] == "ready" and ready["import_ms"] >= 0
