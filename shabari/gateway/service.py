@@ -576,7 +576,10 @@ class Gateway:
                              "warm at %s", pod.pod_id, pod.size, exc.reason or exc,
                              placement.resized_from)
                     self.metrics.resizes_rejected.labels(fn, exc.reason or "unknown").inc()
-                    self._revert_resize(fn, placement, self.now())
+                    # the pod is back at its real size, still busy (held by this invocation
+                    # so the next `place` looks elsewhere)
+                    assert placement.resized_from is not None
+                    self.scheduler.revert_resize(pod.pod_id, placement.resized_from)
                     held.append(pod.pod_id)
                     continue
                 except BaseException:
@@ -588,16 +591,6 @@ class Gateway:
                 self.metrics.resizes.labels(fn).inc()
             self.ledger.busy(pod.pod_id, pod.size, self.now())
             return placement, pod.pod_id, pod.size, 0.0, t_commit
-
-    def _revert_resize(self, function: str, placement: Placement, now: float) -> None:
-        """The scheduler's model of a pod whose resize failed: back to its real size, busy
-        (held by this invocation so the next `place` looks elsewhere)."""
-        assert placement.pod_id is not None and placement.resized_from is not None
-        self.scheduler.release(placement.pod_id, now)
-        back = Placement(PlacementKind.RESIZE, placement.resized_from, pod_id=placement.pod_id,
-                         node_id=placement.node_id, resized_from=placement.size,
-                         reason="resize rejected by the platform: back to the pod's real size")
-        self.scheduler.commit(back, FunctionName(function), now)
 
     def _account(
         self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision,

@@ -526,6 +526,29 @@ class Scheduler:
         self.keep_alive.observe(function, now)
         return p.snapshot()
 
+    def revert_resize(self, pod_id: PodId, size: Size) -> Pod:
+        """A committed in-place resize the platform refused: the busy pod is back at `size`.
+
+        Only the CPU changes (memory and GPU must match); node accounting follows. Unlike a
+        second `commit`, this is no new arrival for the keep-alive policy.
+        """
+        p = self._pods.get(pod_id)
+        if p is None or not p.busy:
+            raise CapacityError(f"cannot revert the resize of pod {pod_id}: "
+                                f"{'gone' if p is None else 'not busy'}")
+        if size.memory_mib != p.size.memory_mib or size.gpu != p.size.gpu:
+            raise CapacityError(f"cannot revert the resize of pod {pod_id}: a resize changes "
+                                f"CPU only ({p.size} -> {size})")
+        delta = size.cpu_millicores - p.size.cpu_millicores
+        if delta > 0 and self._free_c[p.node] < delta:
+            raise CapacityError(f"cannot revert the resize of pod {pod_id}: node {p.node_id} "
+                                f"has no CPU headroom for +{delta}m")
+        if delta:
+            self._set_free_cpu(p.node, -delta)
+            self._alloc[0] += delta
+            p.size = size
+        return p.snapshot()
+
     def _commit_cold(
         self, placement: Placement, function: FunctionName, now: float, cold_start_ms: float
     ) -> Pod:
