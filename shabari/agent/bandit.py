@@ -79,8 +79,6 @@ class FunctionModel:
         memory: QuantileMemoryModel | None = None,
     ) -> None:
         self.actions = actions
-        #: the grid's largest size (the cost's allocation scale), set with the actions
-        self.largest: Size | None = None
         self.rng = rng
         self.vw_config = vw_config
         self.cb = cb if cb is not None else CBModel(vw_config)

@@ -37,7 +37,7 @@ from shabari.core.context import DecisionContext
 from shabari.core.cost import DEFAULT_COST, CostModel, cost
 from shabari.core.errors import ConfigError
 from shabari.core.ids import DecisionId, FunctionName
-from shabari.core.spec import FunctionSpec
+from shabari.core.spec import FunctionSpec, Size
 from shabari.core.types import Decision, Outcome, OutcomeStatus
 
 
@@ -144,11 +144,9 @@ class ShabariAgent:
         actions = actions_for(spec)
         if model is not None and self._action_keys.get(spec.name) == action_key(actions):
             model.actions = actions  # a restored model meets its spec
-            model.largest = spec.largest
             return model
         rng = random.Random(f"{self.seed}:{spec.name}")
         model = FunctionModel(actions, rng, self.config.vw, self.config.memory)
-        model.largest = spec.largest
         self._models[spec.name] = model
         self._action_keys[spec.name] = action_key(actions)
         return model
@@ -323,7 +321,7 @@ class ShabariAgent:
         if slo is not None and not (slo > 0 and math.isfinite(slo)):
             slo = None  # a broken bound (NaN, <= 0) from the driver: judge failures only
         c = cost(size, outcome, slo if slo is not None else math.inf,
-                 model.largest or spec.largest,
+                 spec.largest,
                  self.config.cost_model)
         model.cb.learn(enc.shared, enc.actions, decision.action_index, c,
                        decision.probability)
@@ -339,10 +337,10 @@ class ShabariAgent:
                 if floors.get(k, index + 1) > index:
                     floors[k] = index
         if decision.reason == "safe-start" and self.config.safe_start_imputation:
-            self._impute(model, enc, decision, outcome, slo)
+            self._impute(model, enc, decision, outcome, slo, spec.largest)
 
     def _impute(self, model: FunctionModel, enc: _Encoded, decision: Decision,
-                outcome: Outcome, slo: float | None) -> None:
+                outcome: Outcome, slo: float | None, largest: Size) -> None:
         """Teach one smaller arm (round robin) what the safe size's outcome implies for it.
 
         A smaller CPU (same or fewer GPUs) is never faster. So if the safe size missed the SLO,
@@ -359,7 +357,6 @@ class ShabariAgent:
             return
         index = smaller[model.outcomes % len(smaller)]
         size = model.actions[index].size_for(float(safe.memory_mib))
-        largest = model.largest or size
         cm = self.config.cost_model
         bound = slo if slo is not None else math.inf
         if outcome.status is OutcomeStatus.OK and outcome.latency_ms > bound:

@@ -104,6 +104,8 @@ class FunctionSpec:
     gpu_capable: bool = False
     default_size: Size | None = None
     memory_floor_mib: int = MEMORY_FLOOR_MIB
+    #: derived once in __post_init__ (read on every decision and every cost)
+    _largest: Size = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -128,6 +130,8 @@ class FunctionSpec:
             raise SpecError(f"default size {self.default_size} is not in the grid",
                             field="defaultSize")
         object.__setattr__(self, "sizes", tuple(sorted(self.sizes)))
+        object.__setattr__(self, "_largest", max(
+            self.sizes, key=lambda s: (s.cpu_millicores, s.memory_mib, s.gpu)))
         object.__setattr__(
             self, "featurizer_options", MappingProxyType(dict(self.featurizer_options))
         )
@@ -135,7 +139,7 @@ class FunctionSpec:
     @property
     def largest(self) -> Size:
         """The safe size: most CPU, then most memory, then most GPU."""
-        return max(self.sizes, key=lambda s: (s.cpu_millicores, s.memory_mib, s.gpu))
+        return self._largest
 
     @property
     def safe_default(self) -> Size:
