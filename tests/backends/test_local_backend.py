@@ -9,6 +9,7 @@ shared, so absolute timings are never asserted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from shabari.core import (
     BackendError,
     CapacityError,
     FunctionFailedError,
+    FunctionName,
     InvocationTimeoutError,
     NodeId,
     OutcomeStatus,
@@ -135,17 +137,13 @@ class TestContract:
                                                          ) -> None:
         spec = probe_functions["probe"].spec
         with pytest.raises(UnknownFunctionError, match="probe"):
-            await backend.prepare(type(spec)(**{**_fields(spec), "name": "nope"}))
+            await backend.prepare(dataclasses.replace(spec, name=FunctionName("nope")))
         with pytest.raises(CapacityError, match="GPU"):
             await backend.start_pod(PodId("g"), spec, Size(1000, 256, 1), NODE)
         with pytest.raises(CapacityError, match="exceeds"):
             await backend.start_pod(PodId("big"), spec, Size(1000, 10**8), NODE)
         with pytest.raises(BackendError, match="no pod"):
             await backend.invoke(PodId("missing"), b"", None, 5)
-
-
-def _fields(spec: object) -> dict[str, object]:
-    return {f: getattr(spec, f) for f in spec.__dataclass_fields__}  # type: ignore[attr-defined]
 
 
 class TestGpus:
