@@ -42,6 +42,7 @@ from shabari.core import (
     Size,
 )
 from shabari.core.types import Decision
+from shabari.core.waste import invocation_waste, waste_p50
 from shabari.data.perf import PerfTable
 from shabari.data.traces import Trace
 from shabari.scheduler.config import SchedulerConfig
@@ -173,6 +174,9 @@ class PolicyResult:
     vcpu_of: list[float] = field(default_factory=list, repr=False)
     met_of: list[bool] = field(default_factory=list, repr=False)
     latency_of: list[float] = field(default_factory=list, repr=False)
+    #: per-invocation waste in the paper's terms (shabari.core.waste), measured ones only
+    wasted_vcpus: list[float] = field(default_factory=list, repr=False)
+    wasted_memory_mib: list[float] = field(default_factory=list, repr=False)
 
     @property
     def slo_violation_rate(self) -> float:
@@ -194,6 +198,7 @@ class PolicyResult:
             "allocated_memory_gib_seconds": round(self.allocated_memory_gib_seconds, 3),
             "idle_vcpu_seconds": round(self.idle_vcpu_seconds, 3),
             "idle_memory_gib_seconds": round(self.idle_memory_gib_seconds, 3),
+            **waste_p50(self.wasted_vcpus, self.wasted_memory_mib),
             "decision_us": {"p50": round(d50, 2), "p99": round(d99, 2)},
             "wall_seconds": round(self.wall_seconds, 3),
             "retries": self.retries,
@@ -412,6 +417,13 @@ def run_policy(work: Workload, policy: Policy, *, keep_per_invocation: bool = Fa
             res.failures += 1
         if not met:
             res.slo_violations += 1
+        if att.pod_id is not None:  # it held a size (a rejected or never-placed one did not)
+            w = invocation_waste(att.size.cpu_millicores, att.size.memory_mib, used,
+                                 table.peak_memory_mib(pf, inp, att.size))
+            if w.vcpus is not None:
+                res.wasted_vcpus.append(w.vcpus)
+            if w.memory_mib is not None:
+                res.wasted_memory_mib.append(w.memory_mib)
         if keep_per_invocation:
             res.vcpu_of[i] = att.size.vcpu
             res.met_of[i] = met

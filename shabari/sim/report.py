@@ -32,9 +32,14 @@ def format_table(doc: Mapping[str, Any]) -> str:
     """One row per policy; ratios against the oracle when it ran."""
     pols: Mapping[str, Mapping[str, Any]] = doc["policies"]
     oracle = pols.get("oracle")
+    # waste columns (DESIGN 4.5) only when the table measured usage
+    waste = [(k, h) for k, h in (("wasted_vcpus_p50", "waste vCPU"),
+                                 ("wasted_memory_mib_p50", "waste MiB"))
+             if any(k in p for p in pols.values())]
     head = (f"{'policy':<15}{'invocations':>12}{'SLO viol.':>10}{'fail':>7}{'cold':>8}"
             f"{'p50 ms':>10}{'p99 ms':>11}{'vCPU-s':>13}{'x oracle':>9}{'GiB-s':>13}"
-            f"{'idle vCPU-s':>13}{'dec us p50':>11}{'wall s':>8}")
+            f"{'idle vCPU-s':>13}" + "".join(f"{h:>11}" for _, h in waste)
+            + f"{'dec us p50':>11}{'wall s':>8}")
     lines = [f"trace {doc['trace']}  seed {doc['seed']}  SLO slowdown {doc['slo_slowdown']}",
              head, "-" * len(head)]
     for name, p in pols.items():
@@ -46,7 +51,8 @@ def format_table(doc: Mapping[str, Any]) -> str:
             f"{p['failures']:>7}{p['cold_starts']:>8}{p['latency_ms']['p50']:>10.1f}"
             f"{p['latency_ms']['p99']:>11.1f}{p['allocated_vcpu_seconds']:>13.0f}{ratio:>9}"
             f"{p['allocated_memory_gib_seconds']:>13.0f}{p['idle_vcpu_seconds']:>13.0f}"
-            f"{p['decision_us']['p50']:>11.1f}{p['wall_seconds']:>8.1f}")
+            + "".join(f"{p[k]:>11.2f}" if k in p else f"{'-':>11}" for k, _ in waste)
+            + f"{p['decision_us']['p50']:>11.1f}{p['wall_seconds']:>8.1f}")
     return "\n".join(lines)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 from simtables import cpu_bound_table, noisy_memory_twins_table, small_trace
 
@@ -14,10 +16,12 @@ from shabari.core import (
     OutcomeStatus,
     Size,
 )
+from shabari.data.perf import PerfRow, PerfTable
 from shabari.data.traces import Trace
 from shabari.sim.cli import simulate
 from shabari.sim.engine import SimConfig, Workload, run_policy
 from shabari.sim.policies import POLICY_NAMES, make_policy
+from shabari.sim.report import format_table, to_json
 
 TIMING = ("wall_seconds", "decision_us")
 
@@ -163,3 +167,39 @@ class TestOomRetry:
             one = table.median_latency_ms(pf, work.input_of[i], Size(250, 512))
             doubled += lat >= 2 * one - 1e-6
         assert doubled == r.retries
+
+
+def _waste_table(*, measured: bool) -> PerfTable:
+    """One function, one size (2 vCPU, 512 MiB), three inputs with known usage."""
+    usage = {"light": (600.0, 100.0), "mid": (1500.0, 300.0), "heavy": (2000.0, 500.0)}
+    return PerfTable([PerfRow("f", inp, 2000, 512, 10.0, True, {"x": 1.0}, cold_start_ms=0.0,
+                              peak_memory_mib=peak if measured else None,
+                              cpu_used_millicores=cpu if measured else None)
+                      for inp, (cpu, peak) in usage.items()], source="waste")
+
+
+class TestWasteMetrics:
+    def test_medians_of_the_hand_computed_per_input_waste(self) -> None:
+        work = Workload(small_trace(3, 15), _waste_table(measured=True), SimConfig(seed=2))
+        doc = run_policy(work, make_policy("static-max", work)).to_json()
+        # 2 vCPUs - ceil(used): light 2 - 1 = 1, mid 2 - 2 = 0, heavy 0; memory 512 - peak
+        per_input = {"light": (1.0, 412.0), "mid": (0.0, 212.0), "heavy": (0.0, 12.0)}
+        drawn = [per_input[inp] for inp in work.input_of]
+        assert len(set(work.input_of)) == 3  # the example exercises every input
+        assert doc["wasted_vcpus_p50"] == statistics.median(v for v, _ in drawn)
+        assert doc["wasted_memory_mib_p50"] == statistics.median(m for _, m in drawn)
+
+    def test_omitted_when_the_table_measured_neither(self) -> None:
+        work = Workload(small_trace(2, 5), _waste_table(measured=False), SimConfig(seed=2))
+        doc = to_json("t", 2, 1.5, simulate(work, ("static-max", "oracle")))
+        for p in doc["policies"].values():
+            assert "wasted_vcpus_p50" not in p and "wasted_memory_mib_p50" not in p
+        assert "waste" not in format_table(doc)
+
+    def test_every_policy_reports_waste_in_json_and_table(self, all_results: dict) -> None:
+        doc = to_json("t", 3, 1.5, all_results["results"])
+        for name, p in doc["policies"].items():
+            assert p["wasted_vcpus_p50"] >= 0 and p["wasted_memory_mib_p50"] >= 0, name
+        # cpu_bound_table: 100 MiB peak, so static-max (512 MiB) wastes 412 MiB every time
+        assert doc["policies"]["static-max"]["wasted_memory_mib_p50"] == 412.0
+        assert "waste MiB" in format_table(doc)
