@@ -30,6 +30,13 @@ class Policy(Protocol):
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome) -> None: ...
 
 
+@runtime_checkable
+class EscalatingPolicy(Policy, Protocol):
+    """A policy that can retry a failed (OOM-killed) invocation once with a bigger size."""
+
+    def escalate(self, ctx: DecisionContext, decision: Decision) -> Decision | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LearningState:
     """Where one function's model stands (reported by the gateway's /functions and the CRD)."""

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shabari.core.status import OutcomeStatus
+
 if TYPE_CHECKING:
     from shabari.core.types import Outcome
 
@@ -99,6 +101,9 @@ class CapacityError(ShabariError):
 
 class BackendError(ShabariError):
     http_status = 502
+    #: how the invocation ended, when no measured `outcome` says it (typed: the gateway reads
+    #: this, never the exception's class name)
+    outcome_status: OutcomeStatus = OutcomeStatus.CRASH
     #: what was measured before the failure (OOM, crash, timeout) when the backend knows it,
     #: so the agent can still learn from a failed invocation (see backends.base.InvocationResult)
     outcome: Outcome | None = None
@@ -114,10 +119,12 @@ class FunctionFailedError(BackendError):
 
 class OutOfMemoryError(BackendError):
     http_status = 502
+    outcome_status = OutcomeStatus.OOM
 
 
 class InvocationTimeoutError(BackendError):
     http_status = 504
+    outcome_status = OutcomeStatus.TIMEOUT
 
 
 class ResizeRejectedError(BackendError):

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 from shabari.core.ids import DecisionId, FunctionName, NodeId, PodId
 from shabari.core.spec import Size
+from shabari.core.status import OutcomeStatus
+
+__all__ = ["Decision", "NodeCapacity", "Outcome", "OutcomeStatus", "Placement",
+           "PlacementKind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +63,6 @@ class Placement:
     @property
     def cold_start(self) -> bool:
         return self.kind is PlacementKind.COLD
-
-
-class OutcomeStatus(enum.Enum):
-    OK = "ok"
-    ERROR = "error"  # the function raised: the input's fault, not the size's
-    OOM = "oom"  # killed for exceeding the memory limit
-    TIMEOUT = "timeout"
-    CRASH = "crash"  # the worker died for another reason
 
 
 @dataclass(frozen=True, slots=True)

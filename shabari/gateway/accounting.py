@@ -1,0 +1,103 @@
+"""The gateway's accounting of invocations: per-function counters, metrics, the decision log.
+
+One place records what an attempt cost (allocated and used resources, the decision log
+record with its cost and verdict) and what an invocation's final answer was (invocations,
+SLO violations, failures). The pool's busy/idle integrals live in `metrics.PoolLedger`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from shabari.core import Decision, DecisionContext, Outcome, Placement, Size
+from shabari.gateway.decisionlog import DecisionLog, decision_record
+from shabari.gateway.metrics import GatewayMetrics
+
+
+@dataclass(slots=True)
+class FunctionStats:
+    invocations: int = 0
+    slo_violations: int = 0
+    failures: int = 0
+    cold_starts: int = 0
+    oom_retries: int = 0
+    cold_start_ms_sum: float = 0.0
+    #: moving average of how long a warm invocation holds its pod (ms): the expected wait
+    #: behind a busy pod, which the scheduler weighs against a cold start
+    warm_hold_ms: float | None = None
+
+    @property
+    def slo_attainment(self) -> float | None:
+        if not self.invocations:
+            return None
+        return 1.0 - self.slo_violations / self.invocations
+
+    def cold_start_estimate_ms(self) -> float | None:
+        return self.cold_start_ms_sum / self.cold_starts if self.cold_starts else None
+
+    def observe_warm_hold(self, held_ms: float) -> None:
+        w = self.warm_hold_ms
+        self.warm_hold_ms = held_ms if w is None else 0.8 * w + 0.2 * held_ms
+
+
+class Accounting:
+    """Writes each attempt to the metrics and the decision log; counts each invocation."""
+
+    def __init__(self, metrics: GatewayMetrics, decisions: DecisionLog,
+                 stats: dict[str, FunctionStats]) -> None:
+        self.metrics = metrics
+        self.decisions = decisions
+        self.stats = stats
+        self._flushing = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    def attempt(
+        self, function: str, ctx: DecisionContext, decision: Decision,
+        placement: Placement | None, outcome: Outcome, pod_size: Size | None, *,
+        attempt_no: int, retry_of: str | None, held_s: float, decision_s: float,
+        slo_ms: float, cost: float, violated: bool,
+    ) -> None:
+        """One attempt ran (or could not be placed, `pod_size` None): resources and log."""
+        m = self.metrics
+        if pod_size is not None:
+            m.allocated_vcpu_seconds.labels(function).inc(pod_size.vcpu * held_s)
+            m.allocated_memory_gib_seconds.labels(function).inc(pod_size.memory_gib * held_s)
+        m.used_vcpu_seconds.labels(function).inc(max(outcome.cpu_seconds, 0.0))
+        m.used_memory_gib_seconds.labels(function).inc(
+            max(outcome.peak_memory_mib, 0.0) / 1024.0 * held_s)
+        rec = decision_record(
+            ts=time.time(), decision=decision, features=ctx.features, slo_ms=slo_ms,
+            placement=placement, outcome=outcome, cost=cost, violated=violated,
+            attempt=attempt_no, retry_of=retry_of)
+        rec["held_ms"] = held_s * 1000.0
+        rec["decision_us"] = decision_s * 1e6
+        if pod_size is not None:
+            rec["pod_size"] = {"cpu_millicores": pod_size.cpu_millicores,
+                               "memory_mib": pod_size.memory_mib, "gpu": pod_size.gpu}
+        self.decisions.write(rec)
+        if self.decisions.pending >= self.decisions.batch and not self._flushing:
+            self._flushing = True
+            task = asyncio.create_task(self._flush_decisions())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def invocation(self, function: str, outcome: Outcome, *, violated: bool,
+                   status_label: str) -> None:
+        """An invocation got its final answer (after any retry)."""
+        st = self.stats[function]
+        st.invocations += 1
+        if violated:
+            st.slo_violations += 1
+            self.metrics.slo_violations.labels(function).inc()
+        if not outcome.ok:
+            st.failures += 1
+        self.metrics.invocations.labels(function, status_label).inc()
+        self.metrics.latency_seconds.labels(function).observe(outcome.latency_ms / 1000.0)
+
+    async def _flush_decisions(self) -> None:
+        try:
+            await self.decisions.flush()
+        finally:
+            self._flushing = False
