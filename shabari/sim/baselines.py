@@ -52,12 +52,22 @@ __all__ = [
     "ProbeResult",
     "Profiling",
     "fit_exponential",
+    "grid_size_at_least",
 ]
 
 
 def _alloc(size: Size) -> float:
     """Allocation units of a size (the cost model's, with memory as a tie-breaker)."""
     return DEFAULT_COST.allocation_units(size) + size.memory_mib / (1024.0 * 1024.0)
+
+
+def grid_size_at_least(spec: FunctionSpec, cpu: int, mem: int, gpu: int) -> Size:
+    """The grid size at (cpu, mem, gpu), or the cheapest one at least as large."""
+    want = Size(cpu, mem, gpu)
+    if want in spec.sizes:
+        return want
+    bigger = [s for s in spec.sizes if s.cpu_millicores >= cpu and s.memory_mib >= mem]
+    return min(bigger, key=_alloc) if bigger else spec.largest
 
 
 def _cheapest_first(sizes: tuple[Size, ...]) -> list[Size]:
@@ -73,6 +83,8 @@ class ProbeResult:
     ok: bool
     slo_ms: float
     peak_memory_mib: float | None = None
+    #: the featurizer output of the probe's input (input-size-aware profilers fit against it)
+    features: Mapping[str, float] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -290,12 +302,7 @@ class Parrotfish(_OneSizePolicy):
 
     @staticmethod
     def _nearest(spec: FunctionSpec, cpu: int, mem: int, gpu: int) -> Size:
-        """The grid size at (cpu, mem, gpu), or the closest one at least as large."""
-        want = Size(cpu, mem, gpu)
-        if want in spec.sizes:
-            return want
-        bigger = [s for s in spec.sizes if s.cpu_millicores >= cpu and s.memory_mib >= mem]
-        return min(bigger, key=_alloc) if bigger else spec.largest
+        return grid_size_at_least(spec, cpu, mem, gpu)
 
 
 # --------------------------------------------------------------------------------------------

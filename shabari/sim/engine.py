@@ -294,7 +294,8 @@ def run_policy(work: Workload, policy: Policy, *, keep_per_invocation: bool = Fa
             inp = inputs[int(prof_rng.integers(len(inputs)))]
             lat, ok = table.latency_at(pf, inp, size, float(prof_rng.random()))
             peak = table.peak_memory_mib(pf, inp, size)
-            profiler.observe_probe(spec, ProbeResult(size, lat, ok, slo_of[(pf, inp)], peak))
+            profiler.observe_probe(spec, ProbeResult(size, lat, ok, slo_of[(pf, inp)], peak,
+                                                     feats[(pf, inp)]))
             res.profiling_invocations += 1
             res.profiling_vcpu_seconds += size.vcpu * lat / 1000.0
             res.allocated_vcpu_seconds += size.vcpu * lat / 1000.0

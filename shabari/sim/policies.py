@@ -13,12 +13,13 @@ from shabari.agent import Policy
 from shabari.agent import make_policy as make_agent_policy
 from shabari.core import ConfigError, DecisionContext, Size
 from shabari.sim.baselines import VPA, Oracle, Parrotfish, PowerTuning
+from shabari.sim.cypress import Cypress
 from shabari.sim.engine import Workload
 
 __all__ = ["POLICY_NAMES", "make_policy"]
 
 POLICY_NAMES = ("shabari", "static-max", "static-default", "power-tuning", "parrotfish", "vpa",
-                "oracle")
+                "cypress", "oracle")
 
 
 def make_policy(name: str, work: Workload) -> Policy:
@@ -31,6 +32,8 @@ def make_policy(name: str, work: Workload) -> Policy:
         return Parrotfish()
     if name == "vpa":
         return VPA()
+    if name == "cypress":
+        return Cypress()
     if name == "oracle":
         table = work.table
         mapping = work.mapping

@@ -121,6 +121,9 @@ class TestProfilingIsPaidFor:
         assert res["power-tuning"].profiling_invocations == functions * grid * 5
         assert 0 < res["parrotfish"].profiling_invocations < res["power-tuning"].profiling_invocations
         assert res["power-tuning"].profiling_vcpu_seconds > 0
+        # cypress: `samples` runs at each of the 4 CPU options, at the largest memory
+        assert res["cypress"].profiling_invocations == functions * 4 * 4
+        assert res["cypress"].profiling_vcpu_seconds > 0
         for name in ("shabari", "static-max", "static-default", "vpa", "oracle"):
             assert res[name].profiling_invocations == 0
 
