@@ -17,11 +17,13 @@ TOOLS := .tools
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
-system-deps: ## Install Debian packages the functions need (ffmpeg) when missing
-	@command -v ffmpeg >/dev/null 2>&1 || { \
+system-deps: ## Install Debian packages when missing: ffmpeg (functions), wrk (bench gateway)
+	@for pkg in ffmpeg wrk; do \
+	  command -v $$pkg >/dev/null 2>&1 && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
-	  else echo "warning: ffmpeg missing and cannot be installed (need root + apt-get); video tests will skip" >&2; fi; }
+	    { apt-get update -qq || true; } && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null; \
+	  else echo "warning: $$pkg missing and cannot be installed (need root + apt-get); tests that need it will skip" >&2; fi; \
+	done
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,7 +54,7 @@ test: lint typecheck contracts pytest ## Set up and run every check (CI runs thi
 demo: $(STAMP) system-deps ## Set up and run the main job; report in demo-report/
 	$(VENV)/bin/shabari demo --report demo-report
 
-bench: $(STAMP) ## Overhead benchmarks (prints numbers; asserts nothing)
+bench: $(STAMP) system-deps ## Overhead benchmarks (prints numbers; asserts nothing)
 	$(VENV)/bin/shabari bench decide --json bench/decide.json
 	$(VENV)/bin/shabari bench gateway --json bench/gateway.json
 

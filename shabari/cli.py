@@ -113,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="overhead benchmarks (DESIGN 4.6)")
     p.add_argument("which", choices=["decide", "gateway"])
     p.add_argument("--json", dest="json_out", default=None)
-    p.add_argument("--n", type=int, default=None, help="number of operations")
+    p.add_argument("--n", type=int, default=None, help="number of operations (decide)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of wrk load per point (gateway; default 8)")
+    p.add_argument("--connections", default=None,
+                   help="comma-separated wrk connection counts (gateway; default 1,8,64)")
     p.add_argument("--seed", type=int, default=1)
     return parser
 

@@ -16,6 +16,7 @@ apply without a restart.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -244,5 +245,18 @@ def run(args: argparse.Namespace) -> int:
     log.info("serving %d functions with policy %s on %s:%d", len(entries),
              getattr(policy, "name", "?"), args.host, args.port)
     web.run_app(app, host=args.host, port=args.port, print=None,
-                shutdown_timeout=config.drain_timeout_s, access_log=None)
+                shutdown_timeout=config.drain_timeout_s, access_log=None,
+                loop=new_event_loop())
     return 0
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop (libuv: cheaper sockets and callbacks than asyncio's selector loop,
+    ~1/3 of the gateway's own time per request), or asyncio's when uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep serving without it
+        log.warning("uvloop not installed: serving on asyncio's default event loop")
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
