@@ -17,8 +17,8 @@ TOOLS := .tools
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
-system-deps: ## Install Debian packages when missing: ffmpeg (functions), wrk (bench gateway)
-	@for pkg in ffmpeg wrk; do \
+system-deps: ## Install Debian packages when missing: ffmpeg (functions), wrk (bench gateway), openssl (cluster tests' certificates)
+	@for pkg in ffmpeg wrk openssl; do \
 	  command -v $$pkg >/dev/null 2>&1 && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    { apt-get update -qq || true; } && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null; \

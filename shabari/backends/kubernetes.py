@@ -431,9 +431,14 @@ class KubernetesBackend:
         # requests = limits: Guaranteed QoS, and the allocation the agent decided is the one
         # the function gets (no bursting that would hide an undersized decision)
         container["resources"] = {"requests": dict(quantities), "limits": dict(quantities)}
+        # KEP-1287 / validateResizePolicy: with restartPolicy Never the API server accepts
+        # only NotRequired. Memory is never resized here (fixed at creation), so its policy
+        # matters only for pods a template lets restart.
+        memory_policy = ("NotRequired" if pod_spec.get("restartPolicy") == "Never"
+                         else "RestartContainer")
         container["resizePolicy"] = [
             {"resourceName": "cpu", "restartPolicy": "NotRequired"},
-            {"resourceName": "memory", "restartPolicy": "RestartContainer"},
+            {"resourceName": "memory", "restartPolicy": memory_policy},
         ]
         container.setdefault("readinessProbe", {
             "httpGet": {"path": "/readyz", "port": opts.port},

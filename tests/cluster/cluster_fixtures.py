@@ -4,7 +4,9 @@
 name no other test folder's conftest can shadow; conftest.py only registers the fixtures.)
 
 No API server can run on these machines, so the kubernetes and knative backends talk over real
-HTTP to kmock's `KubernetesEmulator`. The emulator only stores objects; what a node would do
+HTTP to kmock's `KubernetesEmulator`, wrapped in `strict_api.StrictApiServer`: it refuses
+requests without a known bearer token (backends use `BACKEND_TOKEN`) and objects a real API
+server would refuse. The emulator only stores objects; what a node would do
 is done by `TestKubelet`: it watches pods through the API like a kubelet, starts one real
 worker process (`python -m shabari.runtime.worker --http`) per pod on its own loopback IP
 (127.0.0.N, the pod IP), marks the pod Ready with that IP, honours in-place resize patches
@@ -20,6 +22,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -27,13 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.test_utils
 import kmock
 import pytest
+from strict_api import StrictApiServer, Tls, admin_headers, declare_core, make_tls
 
 from shabari.backends.cgroups import CgroupManager, CgroupMode, PodCgroup
 from shabari.core.units import format_cpu, parse_cpu, parse_memory
 
 NAMESPACE = "fns"
+#: the bearer token the backends under test present (the server also knows the admin token)
+BACKEND_TOKEN = "backend-token"
 
 #: test functions (real handler.py files run by the real worker runtime)
 HANDLERS = {
@@ -115,7 +122,7 @@ class TestKubelet:
         self._cgroups = None if manager.mode is CgroupMode.NONE else manager
 
     async def __aenter__(self) -> TestKubelet:
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(headers=admin_headers())
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -279,13 +286,44 @@ class TestKubelet:
 
 
 @pytest.fixture
-async def k8s_api() -> AsyncIterator[tuple[kmock.KubernetesEmulator, str]]:
-    """The emulator served over HTTP; yields (emulator, base URL)."""
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
-        emulator.resources["v1/pods"] = kmock.ResourceInfo(
-            kind="Pod", namespaced=True, subresources={"status", "resize"})
-        emulator.resources["v1/nodes"] = kmock.ResourceInfo(kind="Node", namespaced=False)
+async def k8s_api() -> AsyncIterator[tuple[StrictApiServer, str]]:
+    """The strict emulator served over HTTP; yields (emulator, base URL)."""
+    async with StrictApiServer(tokens={BACKEND_TOKEN, "admin-token"}) as emulator, \
+            kmock.Server(emulator) as server:
+        declare_core(emulator)
         yield emulator, str(server.url).rstrip("/")
+
+
+class _TlsTestServer(aiohttp.test_utils.RawTestServer):
+    ssl_context: ssl.SSLContext | None = None
+
+    async def start_server(self, **kwargs: Any) -> None:
+        await super().start_server(ssl=self.ssl_context, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    return make_tls(tmp_path_factory.mktemp("cluster-pki"))
+
+
+@contextlib.asynccontextmanager
+async def tls_listener(emulator: StrictApiServer, tls: Tls, *,
+                       client_certs: bool) -> AsyncIterator[str]:
+    """An HTTPS listener on the emulator; with `client_certs`, one that requires and trusts
+    client certificates signed by the cluster CA (requests through it are authenticated)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.server_cert, tls.server_key)
+    if client_certs:
+        ctx.load_verify_locations(tls.ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    server_cls = type("TlsServer", (_TlsTestServer,), {"ssl_context": ctx})
+    async with kmock.Server(emulator, server_cls=server_cls) as server:
+        if client_certs:
+            emulator.mtls_ports.add(server.port)
+        try:
+            yield f"https://127.0.0.1:{server.port}"
+        finally:
+            emulator.mtls_ports.discard(server.port)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 import kmock
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cluster_fixtures import HANDLERS, NAMESPACE, TestKubelet, free_port
+from cluster_fixtures import BACKEND_TOKEN, HANDLERS, NAMESPACE, TestKubelet, free_port
 
 from shabari.backends.kubernetes import KubernetesBackend
 from shabari.core import SLO, FunctionName, FunctionSpec, NodeId, PodId, Size
@@ -44,7 +44,7 @@ async def measure(pods: int, resizes: int, invokes: int) -> None:
         url = str(server.url).rstrip("/")
         async with TestKubelet(url, {"echo": fn_dir}, port=free_port()) as kubelet:
             backend = KubernetesBackend({
-                "api_url": url, "namespace": NAMESPACE, "image_prefix": "test/",
+                "api_url": url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "image_prefix": "test/",
                 "port": kubelet.port, "poll_interval_s": 0.05,
             })
             await backend.start()

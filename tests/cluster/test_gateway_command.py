@@ -19,7 +19,8 @@ import aiohttp
 import kmock
 import pytest
 import yaml
-from cluster_fixtures import NAMESPACE, TestKubelet, free_port
+from cluster_fixtures import BACKEND_TOKEN, NAMESPACE, TestKubelet, free_port
+from strict_api import admin_headers
 
 from shabari.cli import main
 
@@ -53,14 +54,14 @@ class TestGatewayCommandOnKubernetes:
         tmp_path: Path,
     ) -> None:
         emulator, url = k8s_api
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=admin_headers()) as session:
             # a real node: the scheduler must place on it, which it can only know after the
             # backend started (before, the backend reports its fallback capacity)
             node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
                     "status": {"allocatable": {"cpu": "4", "memory": "8Gi"}}}
             async with session.post(f"{url}/api/v1/nodes", json=node) as resp:
                 assert resp.status < 300, await resp.text()
-            backend = {"api_url": url, "namespace": NAMESPACE, "image_prefix": "test/",
+            backend = {"api_url": url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "image_prefix": "test/",
                        "port": kubelet.port, "ready_timeout_s": 30, "poll_interval_s": 0.1}
             cfg = tmp_path / "functions.yaml"
             write_config(cfg, backend, {"echo": ECHO})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import kmock
 from aiohttp.test_utils import TestClient, TestServer
-from cluster_fixtures import NAMESPACE, TestKubelet
+from cluster_fixtures import BACKEND_TOKEN, NAMESPACE, TestKubelet
 
 from shabari.backends.registry import create_backend
 from shabari.core import SLO, FunctionName, FunctionSpec, Size
@@ -27,7 +27,7 @@ class TestGatewayOnKubernetes:
                             sizes=(Size(250, 256), Size(1000, 256), Size(2000, 256)))
         entries = {"echo": FunctionEntry(spec=spec, directory=function_dirs["echo"])}
         backend = create_backend("kubernetes", {
-            "api_url": url, "namespace": NAMESPACE, "image_prefix": "test/",
+            "api_url": url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "image_prefix": "test/",
             "port": kubelet.port, "ready_timeout_s": 30, "poll_interval_s": 0.2,
         })
         gateway = build_gateway(entries, policy=make_policy("random", 7), backend=backend)

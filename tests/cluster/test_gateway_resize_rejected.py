@@ -15,7 +15,7 @@ from pathlib import Path
 
 import kmock
 from aiohttp.test_utils import TestClient, TestServer
-from cluster_fixtures import NAMESPACE, TestKubelet, free_port
+from cluster_fixtures import BACKEND_TOKEN, NAMESPACE, TestKubelet, free_port
 
 from shabari.backends.kubernetes import pod_name_for
 from shabari.backends.registry import create_backend
@@ -69,7 +69,7 @@ class TestResizeRejected:
         async with TestKubelet(url, function_dirs, port=free_port(),
                                node_cpu_millicores=1000) as kubelet:
             backend = create_backend("kubernetes", {
-                "api_url": url, "namespace": NAMESPACE, "image_prefix": "test/",
+                "api_url": url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "image_prefix": "test/",
                 "port": kubelet.port, "ready_timeout_s": 30, "poll_interval_s": 0.1,
                 "resize_timeout_s": 10,
                 # the scheduler's view: room for 2 CPUs; the kubelet's node: 1 CPU

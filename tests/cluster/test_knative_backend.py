@@ -21,7 +21,8 @@ import aiohttp
 import kmock
 import pytest
 from aiohttp import web
-from cluster_fixtures import NAMESPACE, free_port
+from cluster_fixtures import BACKEND_TOKEN, NAMESPACE, free_port
+from strict_api import admin_headers
 
 from shabari.backends.base import Backend
 from shabari.backends.knative import (
@@ -65,7 +66,7 @@ class FakeKnative:
         return self._session
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(headers=admin_headers())
         self._controller = asyncio.create_task(self._reconcile_routes())
 
     async def close(self) -> None:
@@ -188,7 +189,7 @@ async def backend(
     _, api_url = k8s_api
     _, ingress = knative
     b = KnativeBackend({
-        "api_url": api_url, "namespace": NAMESPACE, "ingress_url": ingress,
+        "api_url": api_url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "ingress_url": ingress,
         "manage_variants": True, "image_prefix": "test/", "ready_timeout_s": 10,
         "poll_interval_s": 0.05, "cold_start_threshold_ms": 100,
     })
@@ -275,10 +276,10 @@ class TestFailures:
         manifests = variant_manifests(spec("echo"), NAMESPACE, "test/echo")
         route = manifests[-1]
         route["spec"]["traffic"] = route["spec"]["traffic"][:1]  # drop the big size's target
-        async with aiohttp.ClientSession() as s, s.post(
+        async with aiohttp.ClientSession(headers=admin_headers()) as s, s.post(
                 f"{api_url}/{SERVING}/namespaces/{NAMESPACE}/routes", json=route) as resp:
             assert resp.status in (200, 201)
-        b = KnativeBackend({"api_url": api_url, "namespace": NAMESPACE, "ingress_url": ingress,
+        b = KnativeBackend({"api_url": api_url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "ingress_url": ingress,
                             "ready_timeout_s": 1, "poll_interval_s": 0.1})
         await b.start()
         try:

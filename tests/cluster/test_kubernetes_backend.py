@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import kmock
 import pytest
-from cluster_fixtures import NAMESPACE, TestKubelet, free_port
+from cluster_fixtures import BACKEND_TOKEN, NAMESPACE, TestKubelet, free_port
+from strict_api import admin_headers
 
 from shabari.backends.base import Backend
 from shabari.backends.cgroups import CgroupManager, CgroupMode
@@ -52,7 +53,7 @@ async def backend(
 ) -> AsyncIterator[KubernetesBackend]:
     _, url = k8s_api
     b = KubernetesBackend({
-        "api_url": url, "namespace": NAMESPACE, "image_prefix": "test/",
+        "api_url": url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "image_prefix": "test/",
         "port": kubelet.port, "ready_timeout_s": 30, "resize_timeout_s": 5,
         "resize_deferred_wait_s": 0.5, "poll_interval_s": 0.2, "api_timeout_s": 3,
     })
@@ -167,7 +168,7 @@ class TestPodLifecycle:
     ) -> None:
         _, url = k8s_api
         kubelet.hold_pods = True
-        b = KubernetesBackend({"api_url": url, "namespace": NAMESPACE, "ready_timeout_s": 1,
+        b = KubernetesBackend({"api_url": url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "ready_timeout_s": 1,
                                "poll_interval_s": 0.2})
         await b.start()
         try:
@@ -184,15 +185,16 @@ class TestReclaim:
     ) -> None:
         emulator, url = k8s_api
         labels = {"app.kubernetes.io/managed-by": "shabari", "shabari.dev/gateway": "gw-a"}
-        async with aiohttp.ClientSession() as s:
+        async with aiohttp.ClientSession(headers=admin_headers()) as s:
             for name, owner in (("stale", "gw-a"), ("other", "gw-b")):
                 pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
                     "name": name, "namespace": NAMESPACE,
-                    "labels": {**labels, "shabari.dev/gateway": owner}}}
+                    "labels": {**labels, "shabari.dev/gateway": owner}},
+                    "spec": {"containers": [{"name": "function", "image": "test/echo"}]}}
                 async with s.post(f"{url}/api/v1/namespaces/{NAMESPACE}/pods",
                                   json=pod) as resp:
                     assert resp.status in (200, 201)
-        b = KubernetesBackend({"api_url": url, "namespace": NAMESPACE, "gateway_id": "gw-a"})
+        b = KubernetesBackend({"api_url": url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "gateway_id": "gw-a"})
         async with asyncio.timeout(10):
             await b.start()
             await b.close()
@@ -269,7 +271,7 @@ class TestInPlaceResize:
         async with asyncio.timeout(30):
             await backend.start_pod(PodId("r3"), spec("echo"), Size(500, 256), NODE)
             name = pod_name_for("echo", "r3")
-            async with aiohttp.ClientSession() as s, \
+            async with aiohttp.ClientSession(headers=admin_headers()) as s, \
                     s.delete(f"{url}/api/v1/namespaces/{NAMESPACE}/pods/{name}") as resp:
                 assert resp.status == 200
             with pytest.raises(FunctionFailedError, match="deleted"):
@@ -287,7 +289,7 @@ class TestFailures:
             await asyncio.sleep(0.5)
             name = pod_name_for("sleepy", "d1")
             t0 = time.monotonic()
-            async with aiohttp.ClientSession() as s, \
+            async with aiohttp.ClientSession(headers=admin_headers()) as s, \
                     s.delete(f"{url}/api/v1/namespaces/{NAMESPACE}/pods/{name}") as resp:
                 assert resp.status == 200
             with pytest.raises(FunctionFailedError, match="deleted mid-invocation") as info:
