@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cold start of functions whose table has none")
     p.add_argument("--resize-latency-ms", type=float, default=50.0)
     p.add_argument("--no-resize", action="store_true", help="no in-place CPU resize")
+    p.add_argument("--strip-usage", action="store_true",
+                   help="drop the tables' peak_memory_mib and cpu_used_millicores columns "
+                   "(as on OpenWhisk: the agent then learns from latency and ok/OOM alone)")
 
     p = sub.add_parser("trace", help="trace utilities")
     tsub = p.add_subparsers(dest="trace_command", required=True)

@@ -7,6 +7,7 @@ Only `shabari.agent.vw` imports Vowpal Wabbit. See docs/agent.md.
 
 from __future__ import annotations
 
+from shabari.agent.evidence import EvidenceConfig
 from shabari.agent.memory import MemoryConfig, QuantileMemoryModel
 from shabari.agent.policy import PHASES, LearningPolicy, LearningState, Phase, Policy
 from shabari.agent.shabari_agent import AgentConfig, ShabariAgent
@@ -35,6 +36,7 @@ __all__ = [
     "PHASES",
     "POLICY_NAMES",
     "AgentConfig",
+    "EvidenceConfig",
     "LearningPolicy",
     "LearningState",
     "MemoryConfig",

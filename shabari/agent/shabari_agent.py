@@ -1,124 +1,195 @@
-"""The Shabari learning agent: per-invocation CPU/GPU by contextual bandit, memory by quantile.
+"""The Shabari learning agent: per-invocation sizing from full-information evidence.
 
-For every function (model created lazily on its first decision):
+Each outcome (run time, CPU seconds used, peak memory, OOM or not) is turned into estimates for
+every size of the grid, not only the one that ran (`evidence.py`): per function and input class
+(`evidence.bin_key`), each CPU arm carries a lower and an upper estimate of its run time.
 
-1. Safe start: until `safe_start_outcomes` outcomes are in, run the declared safe size
-   (`spec.safe_default`) and learn from what happens (probability 1).
-2. Then a VW SquareCB bandit (`vw.py`) picks the (CPU, GPU) pair from the input's features and
-   the warm-pool state, sampling from its pmf with the function's own seeded RNG. Arms the
-   model already estimates to cost more than `mask_gap` above the best one (a whole SLO
-   violation worse) get probability zero: we never explore sizes predicted to miss by far.
-   An arm that needs an in-place resize loses its mass to an idle warm pod's arm once this
-   function's resizes have missed the SLO (`_guard_resize`: a 50 ms resize is fatal to a
-   function of a few milliseconds).
-3. Memory is never explored: the smallest grid memory at or above the high-quantile prediction
-   of `memory.py` (the largest memory until that model has enough samples).
-4. `learn` computes the cost once, with `shabari.core.cost.cost` against `ctx.slo_ms` (or the
-   spec's absolute SLO), and updates the bandit; peaks go to the memory model. An OOM is the
-   memory's fault, not the CPU's: it only teaches the memory model (a strong push up), and
-   `escalate` gives the driver the same decision with the next larger memory for its one retry.
+Deciding (`decide`):
 
-Decisions are reproducible: the same seed and the same sequence of calls give the same
-decisions, because every random draw comes from a per-function RNG seeded from (seed, name).
+1. The arms' overheads for this invocation from the warm pool: none on an idle pod of exactly
+   that CPU, the platform's in-place resize delay (learned across functions from outcomes),
+   or the function's cold start (learned from outcomes; a cross-function value until then).
+2. A known class: the cheapest arm whose upper estimate plus overhead meets the SLO ("sure").
+   Only when the evidence leaves a cheaper arm possible (its lower estimate meets the SLO) does
+   the agent probe it, with probability `explore / (1 + runs seen there)`, logged honestly.
+   With no sure arm, the cheapest arm that could meet it; when the overheads make every arm
+   miss (a cold start), the arm the run itself needs, so the new pod is the right size.
+3. An unseen class: the cross-function prior (`vw.SharedPrior`, one VW model for all
+   functions) predicts `ln(run time / SLO)` per arm from function-agnostic quantities; until it
+   has learned enough, the declared safe default.
+4. Memory: the class's peak reading plus a margin; without peak readings the smallest memory
+   that ran (probing one grid step lower after a few clean runs); for a new class the
+   function's quantile model of peaks (`memory.py`) or the largest need of its classes.
+
+Every random draw comes from a per-function RNG seeded from (seed, name), so the same seed and
+the same calls give the same decisions. The cost of a decision (`shabari.core.cost`) orders the
+arms: cheapest = fewest allocation units.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
+import struct
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from shabari.agent.bandit import FunctionModel, action_key, actions_for
-from shabari.agent.encoding import FeatureVector, shared_line, similarity_keys
-from shabari.agent.memory import MemoryConfig
+from shabari.agent.encoding import FeatureVector
+from shabari.agent.evidence import (
+    Action,
+    Bin,
+    EvidenceConfig,
+    action_key,
+    actions_for,
+    bin_key,
+)
+from shabari.agent.memory import MemoryConfig, QuantileMemoryModel
 from shabari.agent.policy import LearningState, Phase
-from shabari.agent.vw import VWConfig
+from shabari.agent.vw import SharedPrior, VWConfig
 from shabari.core.context import DecisionContext
-from shabari.core.cost import DEFAULT_COST, CostModel, cost
+from shabari.core.cost import DEFAULT_COST, CostModel
 from shabari.core.errors import ConfigError
 from shabari.core.ids import DecisionId, FunctionName
 from shabari.core.spec import FunctionSpec, Size
 from shabari.core.types import Decision, Outcome, OutcomeStatus
 
+CHECKPOINT_MAGIC = b"SHABARI-AGENT-2\n"
+_LEN = struct.Struct(">I")
+
+#: warm-pool flags of an arm: an idle pod of exactly its CPU, an in-place resize, a cold start
+WARM, RESIZE, COLD = 0, 1, 2
+
+Unseen = Literal["prior", "default", "largest"]
+
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    #: outcomes to collect at the safe size before the bandit takes over
-    safe_start_outcomes: int = 40
+    #: outcomes at the declared safe size before the agent decides (0: from the first)
+    safe_start_outcomes: int = 0
     #: outcomes after which the function's phase is reported as "learned"
     learned_after: int = 300
-    #: arms estimated this much costlier than the best get probability 0 (1.0 = one violation)
-    mask_gap: float = 1.0
-    #: tile-coding resolution: bins per unit of ln(1 + feature)
+    #: input classes: bins per unit of ln(1 + feature)
+    resolution: float = 2.0
+    #: tile-coding resolution of the memory model's features
     tiles: float = 2.0
+    #: probability of probing a cheaper arm the evidence allows but does not prove, divided
+    #: by 1 + the runs already seen there (0: never probe)
+    explore: float = 0.2
+    #: what an input class nobody has seen runs at
+    unseen: Unseen = "prior"
+    #: examples the shared prior must have learned before it sizes unseen classes
+    prior_min_updates: int = 50
+    #: the prior's estimate must meet the SLO with this much room (in ln: 0.25 = 28 %)
+    prior_margin: float = 0.25
+    #: observations per input class taught to the shared prior
+    prior_train_per_bin: int = 3
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    memory: MemoryConfig = field(default_factory=lambda: MemoryConfig(min_samples=3))
     vw: VWConfig = field(default_factory=VWConfig)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
     cost_model: CostModel = DEFAULT_COST
-    #: during the safe start, also teach one smaller arm per outcome what the safe outcome
-    #: implies for it (see ShabariAgent._impute)
-    safe_start_imputation: bool = True
-    #: ... and when the safe size met the SLO, teach the smaller arm a violation (a pessimistic
-    #: prior): fewer early violations, much slower discovery of small sizes (docs/agent.md)
-    pessimistic_imputation: bool = False
-    #: decisions awaiting their outcome whose encoded lines are kept (older ones re-encode)
+    #: decisions awaiting their outcome whose encodings are kept (older ones re-encode)
     pending_limit: int = 10_000
-    #: trust region: explore at most this many arms below the smallest arm known to meet the
-    #: SLO for similar inputs (the safe default's arm until one is known); None: no limit
-    trust_steps: int | None = 1
-    #: resize guard: once this many in-place resizes of the function have been learned from,
-    #: stop resizing (run on an idle warm pod of an adequate size instead) while more than
-    #: `resize_max_violation` of them missed the SLO; None: never guard
-    resize_probes: int | None = 1
-    resize_max_violation: float = 0.1
-    #: count resizes per SLO bin (True) or per function (False)
-    resize_by_slo: bool = False
 
     def __post_init__(self) -> None:
         if self.safe_start_outcomes < 0:
             raise ConfigError(f"safe_start_outcomes must be >= 0, got {self.safe_start_outcomes}")
-        if self.mask_gap <= 0:
-            raise ConfigError(f"mask_gap must be > 0, got {self.mask_gap}")
-        if self.tiles <= 0:
-            raise ConfigError(f"tiles must be > 0, got {self.tiles}")
-        if self.resize_probes is not None and self.resize_probes < 0:
-            raise ConfigError(f"resize_probes must be >= 0 or None, got {self.resize_probes}")
-        if not 0.0 <= self.resize_max_violation <= 1.0:
-            raise ConfigError(f"resize_max_violation must be in [0, 1], "
-                              f"got {self.resize_max_violation}")
-        if self.trust_steps is not None and self.trust_steps < 0:
-            raise ConfigError(f"trust_steps must be >= 0 or None, got {self.trust_steps}")
+        if self.resolution <= 0 or self.tiles <= 0:
+            raise ConfigError("resolution and tiles must be > 0")
+        if not 0.0 <= self.explore <= 1.0:
+            raise ConfigError(f"explore must be in [0, 1], got {self.explore}")
+        if self.unseen not in ("prior", "default", "largest"):
+            raise ConfigError(f"unseen must be prior, default or largest, got {self.unseen!r}")
+        if self.prior_min_updates < 0 or self.prior_train_per_bin < 0:
+            raise ConfigError("prior_min_updates and prior_train_per_bin must be >= 0")
+
+
+class FunctionState:
+    """Everything the agent knows about one function (a few KiB; JSON in checkpoints)."""
+
+    __slots__ = ("actions", "bins", "cold_ms", "fmean", "fmean_n", "max_need", "memory",
+                 "model_version", "order", "outcomes", "rng", "uf_mean")
+
+    def __init__(self, actions: tuple[Action, ...], rng: random.Random,
+                 memory: QuantileMemoryModel, cost_model: CostModel) -> None:
+        self.actions = actions
+        #: arm indices, cheapest first
+        self.order = sorted(range(len(actions)), key=lambda i: (
+            cost_model.allocation_units(actions[i].sizes[0]), i))
+        self.rng = rng
+        self.memory = memory
+        self.bins: dict[str, Bin] = {}
+        self.outcomes = 0
+        self.model_version = 0
+        #: the function's cold start (ms; 0 = not seen yet)
+        self.cold_ms = 0.0
+        #: mean used fraction of the CPU limit over its runs (-1 = no run yet)
+        self.uf_mean = -1.0
+        #: running means of its log-scaled features (input scale relative to the function)
+        self.fmean: dict[str, float] = {}
+        self.fmean_n = 0
+        #: the largest memory need of any of its classes (MiB; 0 = none)
+        self.max_need = 0.0
+
+    def to_json(self, key: list[list[int]]) -> dict[str, Any]:
+        state = self.rng.getstate()
+        return {
+            "actions": key, "outcomes": self.outcomes,
+            "model_version": self.model_version, "rng": [state[0], list(state[1]), state[2]],
+            "bins": {k: b.to_json() for k, b in self.bins.items()},
+            "memory": self.memory.to_json(), "cold_ms": self.cold_ms, "uf_mean": self.uf_mean,
+            "fmean": self.fmean, "fmean_n": self.fmean_n, "max_need": self.max_need,
+        }
 
 
 @dataclass(slots=True)
-class _Encoded:
-    """What `decide` computed that `learn` needs again (kept per pending decision)."""
+class _Pending:
+    """What `decide` computed that `learn` needs again."""
 
     features: FeatureVector
-    shared: str
-    actions: list[str]
-    #: the input's similarity keys (trust region)
-    keys: tuple[str, ...]
-    #: the warm-pool flag of each arm ("" | " cold" | " resize")
-    flags: list[str]
-    #: the SLO bin the resize guard keeps its counts under
-    slo_key: str
+    key: str
+    #: the warm-pool flag of the chosen arm
+    flag: int
 
 
-def _safe_index(model: FunctionModel, spec: FunctionSpec) -> int:
-    """The arm of the spec's safe default size."""
-    safe = spec.safe_default
-    return next(i for i, a in enumerate(model.actions)
-                if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+def _flags(ctx: DecisionContext, sizes: list[Size]) -> list[int]:
+    """Each size's warm-pool flag, mirroring the scheduler's warm rule: the smallest idle
+    memory class that fits; in it, an idle pod of exactly the CPU, else a resize."""
+    warm = ctx.warm_idle
+    if not warm:
+        return [COLD] * len(sizes)
+    resize = ctx.supports_resize
+    out = []
+    for s in sizes:
+        best = math.inf
+        exact = False
+        for w in warm:
+            if w.gpu != s.gpu or w.memory_mib < s.memory_mib:
+                continue
+            if not resize:
+                if w.cpu_millicores >= s.cpu_millicores:
+                    exact = True
+                continue
+            if w.memory_mib < best:
+                best = w.memory_mib
+                exact = w.cpu_millicores == s.cpu_millicores
+            elif w.memory_mib == best and w.cpu_millicores == s.cpu_millicores:
+                exact = True
+        if exact:
+            out.append(WARM)
+        elif resize and best < math.inf:
+            out.append(RESIZE)
+        else:
+            out.append(COLD)
+    return out
 
 
-def _known_floor(model: FunctionModel, keys: tuple[str, ...], safe_index: int) -> int:
-    """The smallest arm known to meet the SLO for inputs like this one (trust region).
-
-    The largest of the input's keys' floors; a key never seen meeting the SLO counts as the
-    safe default's arm.
-    """
-    floors = model.met_floor
-    return max(floors.get(k, safe_index) for k in keys)
+def _slo_of(ctx: DecisionContext) -> float:
+    slo = ctx.slo_ms if ctx.slo_ms is not None else ctx.spec.slo.latency_ms
+    if slo is None or not (slo > 0 and math.isfinite(slo)):
+        return math.inf  # no bound (or a broken one from the driver): judge failures only
+    return float(slo)
 
 
 class ShabariAgent:
@@ -129,245 +200,305 @@ class ShabariAgent:
     def __init__(self, seed: int, config: AgentConfig | None = None) -> None:
         self.seed = seed
         self.config = config if config is not None else AgentConfig()
-        self._models: dict[FunctionName, FunctionModel] = {}
-        self._action_keys: dict[FunctionName, list[list[int]]] = {}
-        self._pending: dict[DecisionId, _Encoded] = {}
+        self._fns: dict[FunctionName, FunctionState] = {}
+        self._keys: dict[FunctionName, list[list[int]]] = {}
+        self._pending: dict[DecisionId, _Pending] = {}
         self._ids = 0
         self._id_prefix = f"sh{random.Random(seed).getrandbits(32):08x}"
+        self._prior = SharedPrior(self.config.vw)
+        #: the platform's in-place resize delay (ms), learned from outcomes (None: not yet)
+        self._resize_ms: float | None = None
+        #: cold start across functions (ms; 0 = none seen), for functions without their own
+        self._cold_prior = 0.0
 
-    # -- model lookup ----------------------------------------------------------------------
+    # -- state lookup ----------------------------------------------------------------------
 
-    def _model(self, spec: FunctionSpec) -> FunctionModel:
-        model = self._models.get(spec.name)
-        if model is not None and model.actions:
-            return model
+    def _fn(self, spec: FunctionSpec) -> FunctionState:
+        fs = self._fns.get(spec.name)
+        if fs is not None and fs.actions:
+            return fs
         actions = actions_for(spec)
-        if model is not None and self._action_keys.get(spec.name) == action_key(actions):
-            model.actions = actions  # a restored model meets its spec
-            return model
+        if fs is not None and self._keys.get(spec.name) == action_key(actions):
+            fs.actions = actions  # a restored state meets its spec
+            fs.order = sorted(range(len(actions)), key=lambda i: (
+                self.config.cost_model.allocation_units(actions[i].sizes[0]), i))
+            for b in fs.bins.values():
+                b.refresh(actions, self.config.evidence)
+            return fs
         rng = random.Random(f"{self.seed}:{spec.name}")
-        model = FunctionModel(actions, rng, self.config.vw, self.config.memory)
-        self._models[spec.name] = model
-        self._action_keys[spec.name] = action_key(actions)
-        return model
+        fs = FunctionState(actions, rng, QuantileMemoryModel(self.config.memory),
+                           self.config.cost_model)
+        self._fns[spec.name] = fs
+        self._keys[spec.name] = action_key(actions)
+        return fs
 
     def _next_id(self) -> DecisionId:
         self._ids += 1
         return DecisionId(f"{self._id_prefix}-{self._ids}")
 
-    def _phase(self, model: FunctionModel) -> Phase:
-        if model.outcomes < self.config.safe_start_outcomes:
+    def _phase(self, fs: FunctionState) -> Phase:
+        if fs.outcomes == 0 or fs.outcomes < self.config.safe_start_outcomes:
             return "safe-start"
-        if model.outcomes < self.config.learned_after:
+        if fs.outcomes < self.config.learned_after:
             return "exploring"
         return "learned"
 
-    def _encode(self, ctx: DecisionContext, model: FunctionModel, fv: FeatureVector,
-                memory: float | None) -> _Encoded:
-        warm = ctx.warm_idle
-        if warm:
-            # the most memory a warm pod of each exact (CPU, GPU) offers: no resize needed
-            exact: dict[tuple[int, int], int] = {}
-            for w in warm:
-                key = (w.cpu_millicores, w.gpu)
-                if w.memory_mib > exact.get(key, 0):
-                    exact[key] = w.memory_mib
-            flags = []
-            for a in model.actions:
-                size = a.size_for(memory)
-                if ctx.would_cold_start(size):
-                    flags.append(" cold")
-                elif (not ctx.supports_resize
-                      or exact.get((size.cpu_millicores, size.gpu), 0) >= size.memory_mib):
-                    flags.append("")  # an exact warm pod, or a bigger one used as it is
-                else:
-                    flags.append(" resize")
-        else:
-            flags = [" cold"] * len(model.actions)
-        tiles = self.config.tiles
-        slo = ctx.slo_ms
-        slo_key = (str(math.floor(math.log1p(slo) * tiles))
-                   if self.config.resize_by_slo and slo is not None and slo > 0
-                   and math.isfinite(slo) else "*")
-        return _Encoded(fv, shared_line(fv, slo, tiles), model.action_lines(flags),
-                        similarity_keys(fv, slo, tiles), flags, slo_key)
-
-    def _encode_fresh(self, ctx: DecisionContext, model: FunctionModel) -> _Encoded:
-        fv = FeatureVector.of(ctx.features, self.config.tiles)
-        return self._encode(ctx, model, fv, model.memory.predict_mib(fv))
-
-    def _remember(self, decision_id: DecisionId, enc: _Encoded) -> None:
-        pending = self._pending
-        if len(pending) >= self.config.pending_limit:
-            del pending[next(iter(pending))]
-        pending[decision_id] = enc
+    def _remember(self, decision_id: DecisionId, pending: _Pending) -> None:
+        store = self._pending
+        if len(store) >= self.config.pending_limit:
+            del store[next(iter(store))]
+        store[decision_id] = pending
 
     # -- Policy ----------------------------------------------------------------------------
 
     def decide(self, ctx: DecisionContext) -> Decision:
         spec = ctx.spec
-        model = self._model(spec)
-        fv = FeatureVector.of(ctx.features, self.config.tiles)
-        memory = model.memory.predict_mib(fv)
-        enc = self._encode(ctx, model, fv, memory)
-        decision_id = self._next_id()
-        self._remember(decision_id, enc)
-        safe = spec.safe_default
-        safe_index = _safe_index(model, spec)
-        if model.outcomes < self.config.safe_start_outcomes:
-            index = safe_index
-            size = safe
-            if memory is not None and memory > safe.memory_mib:
-                size = model.actions[index].size_for(memory)
-            return Decision(decision_id, spec.name, size, index, 1.0, model.model_version,
-                            "safe-start", explored=False, policy=self.name)
-        pmf = self._mask(model.cb.predict(enc.shared, enc.actions), model)
-        if self.config.trust_steps is not None:
-            pmf = self._trust(pmf, model, enc.keys, safe_index, self.config.trust_steps)
-        if self.config.resize_probes is not None and " resize" in enc.flags:
-            pmf = self._guard_resize(pmf, model, enc, safe_index)
-        index = model.sample(pmf)
-        probability = pmf[index] / sum(pmf)
-        best = max(range(len(pmf)), key=pmf.__getitem__)
-        size = model.actions[index].size_for(memory)
-        mem_note = "" if memory is not None else " mem=max"
-        return Decision(decision_id, spec.name, size, index, probability, model.model_version,
-                        f"bandit p={probability:.2f}{mem_note}", explored=index != best,
-                        policy=self.name)
-
-    def _mask(self, pmf: list[float], model: FunctionModel) -> list[float]:
-        """Zero the arms SquareCB's pmf says are estimated > mask_gap worse than the best.
-
-        SquareCB gives a non-best arm p = 1 / (K + gamma * gap), so gap > mask_gap exactly
-        when p < 1 / (K + gamma * mask_gap); gamma follows VW's own update counter.
-        """
-        if model.bandit_updates == 0:
-            return pmf
-        k = len(pmf)
-        floor = 1.0 / (k + self.config.vw.gamma(model.bandit_updates) * self.config.mask_gap)
-        masked = [p if p >= floor else 0.0 for p in pmf]
-        return masked if sum(masked) > 0 else pmf
-
-    @staticmethod
-    def _trust(pmf: list[float], model: FunctionModel, keys: tuple[str, ...],
-               safe_index: int, steps: int) -> list[float]:
-        """Zero the arms more than `steps` below the smallest arm known to meet the SLO.
-
-        "Known" is per similarity key: the floor of an input is the largest of its keys'
-        floors (a key not seen meeting the SLO yet counts as the safe default's arm), so the
-        bandit walks down the grid one step per success instead of trying sizes it knows
-        nothing about (VW's estimate for an untried arm is 0, i.e. optimistic).
-        """
-        lo = _known_floor(model, keys, safe_index) - steps
-        if lo <= 0:
-            return pmf
-        trusted = [p if i >= lo else 0.0 for i, p in enumerate(pmf)]
-        if sum(trusted) > 0:
-            return trusted
-        return [1.0 if i == lo else 0.0 for i in range(len(pmf))]
-
-    def _guard_resize(self, pmf: list[float], model: FunctionModel, enc: _Encoded,
-                      safe_index: int) -> list[float]:
-        """Move the mass of arms that need an in-place resize to an idle warm pod's arm,
-        when resizes have been missing the SLO for this function (or SLO bin).
-
-        A resize costs an absolute delay (50 ms in the simulator), which a function of a few
-        milliseconds cannot absorb and a function of seconds does not notice; the agent
-        cannot know the backend's delay, so it counts: after `resize_probes` resizes,
-        resizing stops while more than `resize_max_violation` of them missed. Once it stops,
-        only resizes with no warm alternative add to the count, so the verdict is sticky.
-        Each resize arm's mass goes to the smallest arm with an idle warm pod of exactly its
-        size (no resize) that is not slower (at least the CPU, same GPUs) or is known to meet
-        the SLO for similar inputs (at or above the trust region's floor); with none, it stays.
-        The result is still a pmf, so the chosen arm's probability stays honest for IPS.
-        """
         cfg = self.config
-        n, missed = model.resize_stats.get(enc.slo_key, (0, 0))
-        if n < (cfg.resize_probes or 0) or missed <= cfg.resize_max_violation * n:
-            return pmf
-        actions = model.actions
-        flags = enc.flags
-        known = _known_floor(model, enc.keys, safe_index)
-        out = list(pmf)
-        for i, p in enumerate(pmf):
-            if p <= 0.0 or flags[i] != " resize":
-                continue
-            a = actions[i]
-            target = next((j for j, b in enumerate(actions)
-                           if flags[j] == "" and b.gpu == a.gpu
-                           and (b.cpu_millicores >= a.cpu_millicores or j >= known)), None)
-            if target is not None:
-                out[i] = 0.0
-                out[target] += p
-        return out
+        fs = self._fn(spec)
+        fv = FeatureVector.of(ctx.features, cfg.tiles)
+        key = bin_key(fv.scaled, cfg.resolution)
+        b = fs.bins.get(key)
+        slo = _slo_of(ctx)
+        need = b.memory_need(cfg.evidence) if b is not None else None
+        mem_note = ""
+        if need is None:
+            need = fs.memory.predict_mib(fv)
+            if need is None and fs.max_need > 0:
+                need = fs.max_need
+            if need is None:
+                need = float(spec.safe_default.memory_mib)
+                mem_note = " mem=default"
+        actions = fs.actions
+        decision_id = self._next_id()
+        if fs.outcomes < cfg.safe_start_outcomes:
+            safe = spec.safe_default
+            index = next(i for i, a in enumerate(actions)
+                         if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+            size = safe if need <= safe.memory_mib else actions[index].size_for(need)
+            flag = _flags(ctx, [size])[0]
+            self._remember(decision_id, _Pending(fv, key, flag))
+            return Decision(decision_id, spec.name, size, index, 1.0, fs.model_version,
+                            "safe-start", explored=False, policy=self.name)
+        sizes = [a.size_for(need) for a in actions]
+        flags = _flags(ctx, sizes)
+        overhead = [self._overhead(fs, f) for f in flags]
+        probability = 1.0
+        explored = False
+        if b is None or not b.observed:
+            index, reason = self._unseen(ctx, fs, fv, slo, overhead, flags)
+        else:
+            index, probability, explored, reason = self._known(fs, b, slo, overhead)
+        size = sizes[index]
+        if b is not None and b.peak <= 0 and b.mem_ok and b.mem_ok_runs >= \
+                cfg.evidence.memory_probe_after:
+            lower = actions[index].step_below(b.mem_ok)
+            if lower is not None and lower > b.mem_oom:
+                size = actions[index].size_for(lower)
+                mem_note = " mem-probe"
+                flags[index] = _flags(ctx, [size])[0]
+        self._remember(decision_id, _Pending(fv, key, flags[index]))
+        return Decision(decision_id, spec.name, size, index, probability, fs.model_version,
+                        reason + mem_note, explored=explored, policy=self.name)
+
+    def _overhead(self, fs: FunctionState, flag: int) -> float:
+        if flag == WARM:
+            return 0.0
+        if flag == RESIZE:
+            return self._resize_ms or 0.0
+        cold = fs.cold_ms or self._cold_prior
+        return cold if cold > 0 else math.inf
+
+    def _known(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float]
+               ) -> tuple[int, float, bool, str]:
+        got = self._choose(fs, b, slo, overhead)
+        if got is not None:
+            return got
+        # the overheads (a cold start) make every arm miss: size the run itself, so the new
+        # pod is the right one for what follows
+        got = self._choose(fs, b, slo, [0.0] * len(overhead))
+        if got is not None:
+            index, p, explored, reason = got
+            return index, p, explored, f"{reason} (for the run)"
+        lb = b.lb
+        return min(fs.order, key=lambda j: lb[j]), 1.0, False, "fastest"
+
+    def _choose(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float]
+                ) -> tuple[int, float, bool, str] | None:
+        """The cheapest sure arm (maybe a probe of a cheaper possible one), else the cheapest
+        possible arm, else None."""
+        lb, ub = b.lb, b.ub
+        order = fs.order
+        sure = next((j for j in order if ub[j] + overhead[j] <= slo), None)
+        if sure is None:
+            opt = next((j for j in order if lb[j] + overhead[j] <= slo), None)
+            return None if opt is None else (opt, 1.0, False, "possible")
+        candidate = None
+        for j in order:
+            if j == sure:
+                break
+            if lb[j] + overhead[j] <= slo:
+                candidate = j
+        if candidate is None or self.config.explore <= 0:
+            return sure, 1.0, False, "sure"
+        p = self.config.explore / (1 + b.n[candidate])
+        if fs.rng.random() < p:
+            return candidate, p, True, f"probe p={p:.2f}"
+        return sure, 1.0 - p, False, f"sure p={1.0 - p:.2f}"
+
+    # -- the cross-function prior ----------------------------------------------------------
+
+    def _prior_features(self, fs: FunctionState, fv: FeatureVector, slo: float,
+                        action: Action) -> str:
+        parts = ["|s"]
+        if math.isfinite(slo):
+            x = math.log1p(slo)
+            parts.append(f"l:{x / 5:.4f} l{math.floor(x * 2)}")
+        if fs.uf_mean >= 0:
+            parts.append(f"u:{fs.uf_mean:.3f} u{math.floor(fs.uf_mean * 4)}")
+        if fs.fmean:
+            rel = [v - fs.fmean.get(k, v) for k, v in fv.scaled.items()]
+            r = sum(rel) / len(rel) if rel else 0.0
+            parts.append(f"r:{r:.3f} r{math.floor(r * 2)}")
+        parts.append(f"|a v:{math.log2(action.cpu_millicores / 1000):.3f} "
+                     f"c{action.cpu_millicores}")
+        if action.gpu:
+            parts.append(f"g:{action.gpu}")
+        return " ".join(parts)
+
+    def _unseen(self, ctx: DecisionContext, fs: FunctionState, fv: FeatureVector, slo: float,
+                overhead: list[float], flags: list[int]) -> tuple[int, str]:
+        index, reason = self._unseen_arm(ctx, fs, fv, slo, overhead)
+        if flags[index] != WARM:
+            # nothing is known of this class: an idle pod as it is gives a clean measurement
+            # and no resize or cold start; the nearest one at or above the pick, else below
+            warm = [j for j in fs.order if flags[j] == WARM]
+            if warm:
+                cpu = fs.actions[index].cpu_millicores
+                up = [j for j in warm if fs.actions[j].cpu_millicores >= cpu]
+                index = up[0] if up else warm[-1]
+                reason += " (warm pod)"
+        return index, reason
+
+    def _unseen_arm(self, ctx: DecisionContext, fs: FunctionState, fv: FeatureVector,
+                    slo: float, overhead: list[float]) -> tuple[int, str]:
+        cfg = self.config
+        actions = fs.actions
+        if cfg.unseen == "largest":
+            return fs.order[-1], "unseen: largest"
+        safe = ctx.spec.safe_default
+        default = next(i for i, a in enumerate(actions)
+                       if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+        if cfg.unseen == "default" or self._prior.updates < cfg.prior_min_updates \
+                or not math.isfinite(slo):
+            return default, "unseen: default"
+        room = math.exp(-cfg.prior_margin)
+        est = [math.exp(self._prior.predict(self._prior_features(fs, fv, slo, a))) * slo
+               for a in actions]
+        for j in fs.order:
+            if est[j] + overhead[j] <= slo * room:
+                return j, "prior"
+        for j in fs.order:
+            if est[j] <= slo * room:
+                return j, "prior (for the run)"
+        return fs.order[-1], "prior: largest"
+
+    def _teach_prior(self, fs: FunctionState, b: Bin, fv: FeatureVector, slo: float,
+                     arm: int, exec_ms: float, first: bool) -> None:
+        """The measured arm, and on a class's first run every arm the evidence pins down."""
+        prior = self._prior
+        actions = fs.actions
+        prior.learn(self._prior_features(fs, fv, slo, actions[arm]), math.log(exec_ms / slo))
+        if not first:
+            return
+        for j, a in enumerate(actions):
+            if j != arm and math.isfinite(b.ub[j]) and b.lb[j] > 0:
+                mid = math.sqrt(b.lb[j] * b.ub[j])
+                prior.learn(self._prior_features(fs, fv, slo, a), math.log(mid / slo), 0.5)
+
+    # -- learning --------------------------------------------------------------------------
 
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome) -> None:
+        cfg = self.config
+        ecfg = cfg.evidence
         spec = ctx.spec
-        model = self._model(spec)
-        enc = self._pending.pop(decision.decision_id, None)
-        if enc is None:
-            enc = self._encode_fresh(ctx, model)
-        model.outcomes += 1
-        model.model_version += 1
-        size = decision.size
-        if outcome.status is OutcomeStatus.OOM:
-            model.memory.learn_oom(enc.features, float(size.memory_mib))
-            return
-        if outcome.peak_memory_mib > 0:
-            model.memory.learn(enc.features, outcome.peak_memory_mib)
-        if not 0 <= decision.action_index < len(model.actions):
+        fs = self._fn(spec)
+        pending = self._pending.pop(decision.decision_id, None)
+        if pending is None:  # not decided by this agent (e.g. before a restart): re-encode
+            fv = FeatureVector.of(ctx.features, cfg.tiles)
+            pending = _Pending(fv, bin_key(fv.scaled, cfg.resolution),
+                               COLD if outcome.cold_start else WARM)
+        fv = pending.features
+        fs.outcomes += 1
+        fs.model_version += 1
+        arm = decision.action_index
+        actions = fs.actions
+        if not 0 <= arm < len(actions) or (
+                actions[arm].cpu_millicores != decision.size.cpu_millicores):
             return  # a decision of another grid (e.g. before a spec change): nothing to learn
-        slo = ctx.slo_ms if ctx.slo_ms is not None else spec.slo.latency_ms
-        if slo is not None and not (slo > 0 and math.isfinite(slo)):
-            slo = None  # a broken bound (NaN, <= 0) from the driver: judge failures only
-        c = cost(size, outcome, slo if slo is not None else math.inf,
-                 spec.largest,
-                 self.config.cost_model)
-        model.cb.learn(enc.shared, enc.actions, decision.action_index, c,
-                       decision.probability)
-        model.bandit_updates += 1
-        met = outcome.status is OutcomeStatus.OK and (slo is None or outcome.latency_ms <= slo)
-        if enc.flags[decision.action_index] == " resize":
-            n, missed = model.resize_stats.get(enc.slo_key, (0, 0))
-            model.resize_stats[enc.slo_key] = (n + 1, missed + (not met))
-        if met:
-            floors = model.met_floor
-            index = decision.action_index
-            for k in enc.keys:
-                if floors.get(k, index + 1) > index:
-                    floors[k] = index
-        if decision.reason == "safe-start" and self.config.safe_start_imputation:
-            self._impute(model, enc, decision, outcome, slo, spec.largest)
-
-    def _impute(self, model: FunctionModel, enc: _Encoded, decision: Decision,
-                outcome: Outcome, slo: float | None, largest: Size) -> None:
-        """Teach one smaller arm (round robin) what the safe size's outcome implies for it.
-
-        A smaller CPU (same or fewer GPUs) is never faster. So if the safe size missed the SLO,
-        the smaller arm misses it at least as badly: its cost from the same outcome is a sure
-        lower bound, and the bandit need not pay a violation to find out. If the safe size met
-        the SLO nothing is known; with `pessimistic_imputation` the arm is taught a violation
-        anyway (VW's initial estimate for an unseen arm is 0, i.e. optimistic).
-        """
-        safe = decision.size
-        smaller = [i for i, a in enumerate(model.actions)
-                   if i != decision.action_index and a.cpu_millicores <= safe.cpu_millicores
-                   and a.gpu <= safe.gpu]
-        if not smaller:
+        b = fs.bins.get(pending.key)
+        if b is None:
+            b = fs.bins[pending.key] = Bin(len(actions))
+        memory = decision.size.memory_mib
+        if outcome.status is OutcomeStatus.OOM:
+            b.mem_oom = max(b.mem_oom, memory)
+            if b.mem_ok and b.mem_ok <= memory:
+                b.mem_ok = 0
+            b.mem_ok_runs = 0
+            if 0 < b.peak <= memory:
+                b.peak = memory * 1.01  # the reading was wrong: the limit was not enough
+            fs.memory.learn_oom(fv, float(memory))
+            fs.max_need = max(fs.max_need, b.memory_need(ecfg) or 0.0)
             return
-        index = smaller[model.outcomes % len(smaller)]
-        size = model.actions[index].size_for(float(safe.memory_mib))
-        cm = self.config.cost_model
-        bound = slo if slo is not None else math.inf
-        if outcome.status is OutcomeStatus.OK and outcome.latency_ms > bound:
-            c = cost(size, outcome, bound, largest, cm)
-        elif self.config.pessimistic_imputation:
-            c = cm.violation + cm.allocation * cm.allocation_units(size) / max(
-                cm.allocation_units(largest), 1e-9)
-        else:
-            return
-        model.cb.learn(enc.shared, enc.actions, index, c, 1.0)
-        model.bandit_updates += 1
+        peak = outcome.peak_memory_mib
+        if peak > 0 and math.isfinite(peak):
+            b.peak = max(b.peak, peak)
+            fs.memory.learn(fv, peak)
+        elif outcome.status is OutcomeStatus.OK:
+            if not b.mem_ok or memory < b.mem_ok:
+                b.mem_ok = memory
+                b.mem_ok_runs = 1
+            elif memory == b.mem_ok:
+                b.mem_ok_runs += 1
+        fs.max_need = max(fs.max_need, b.memory_need(ecfg) or 0.0)
+        if outcome.cold_start and outcome.cold_start_ms > 0:
+            c = outcome.cold_start_ms
+            fs.cold_ms = c if fs.cold_ms <= 0 else fs.cold_ms + 0.2 * (c - fs.cold_ms)
+            self._cold_prior = (c if self._cold_prior <= 0
+                                else self._cold_prior + 0.05 * (c - self._cold_prior))
+        if decision.reason == "oom-escalation" or outcome.status not in (
+                OutcomeStatus.OK, OutcomeStatus.ERROR, OutcomeStatus.TIMEOUT):
+            return  # the latency holds another attempt's time (or none): no run-time evidence
+        exec_ms = outcome.latency_ms
+        if outcome.cold_start:
+            exec_ms -= outcome.cold_start_ms
+        elif pending.flag == RESIZE:
+            # the resize delay is the platform's: learn it across functions from classes
+            # whose run time at this arm is known (directly, else its upper estimate)
+            ref = math.exp(b.m[arm]) if b.n[arm] else b.ub[arm]
+            if math.isfinite(ref):
+                sample = max(0.0, exec_ms - ref)
+                self._resize_ms = (sample if self._resize_ms is None
+                                   else self._resize_ms + 0.05 * (sample - self._resize_ms))
+            if self._resize_ms is None:
+                return  # the resize cannot be told from the run yet
+            exec_ms -= self._resize_ms
+        exec_ms = max(exec_ms, 0.01)
+        cpu = actions[arm].cpu_millicores
+        used = (min(1.0, outcome.cpu_seconds * 1e6 / exec_ms / cpu)
+                if outcome.cpu_seconds > 0 else None)
+        first = not b.observed
+        b.observe(arm, exec_ms, used, ecfg)
+        b.refresh(actions, ecfg)
+        if used is not None:
+            fs.uf_mean = used if fs.uf_mean < 0 else fs.uf_mean + 0.05 * (used - fs.uf_mean)
+        slo = _slo_of(ctx)
+        if math.isfinite(slo) and sum(b.n) <= cfg.prior_train_per_bin:
+            self._teach_prior(fs, b, fv, slo, arm, exec_ms, first)
+        fs.fmean_n += 1
+        w = 1.0 / min(fs.fmean_n, 100)
+        fmean = fs.fmean
+        for k, v in fv.scaled.items():
+            fmean[k] = v if k not in fmean else fmean[k] + w * (v - fmean[k])
 
     # -- OOM retry -------------------------------------------------------------------------
 
@@ -375,7 +506,7 @@ class ShabariAgent:
         """The same decision with the next larger memory of its arm, or None at the maximum.
 
         The driver retries an OOM-killed invocation once with it; it keeps the arm and its
-        probability, so learning from the retry's outcome is an ordinary bandit update.
+        probability, and its outcome teaches memory (its latency holds both attempts).
         """
         current = decision.size
         bigger = sorted(
@@ -397,27 +528,88 @@ class ShabariAgent:
     # -- LearningPolicy --------------------------------------------------------------------
 
     def state(self, function: FunctionName) -> LearningState:
-        model = self._models.get(function)
-        if model is None:
+        fs = self._fns.get(function)
+        if fs is None:
             return LearningState(0, 0, "safe-start")
-        return LearningState(model.outcomes, model.model_version, self._phase(model))
+        return LearningState(fs.outcomes, fs.model_version, self._phase(fs))
 
     def checkpoint(self, function: FunctionName) -> bytes:
-        """VW model bytes + JSON (memory model, counters, RNG state); no pickle."""
-        model = self._models.get(function)
-        if model is None:
+        """Magic + length + JSON (the function's state and the agent's shared estimates) +
+        the shared prior's VW model bytes. No pickle."""
+        fs = self._fns.get(function)
+        if fs is None:
             raise ConfigError(f"no model for function {function!r} to checkpoint")
-        return model.checkpoint()
+        vw_bytes = self._prior.save()
+        meta = {
+            "function": fs.to_json(self._keys[function]), "resize_ms": self._resize_ms,
+            "cold_prior": self._cold_prior, "prior_updates": self._prior.updates,
+            "vw_sha256": hashlib.sha256(vw_bytes).hexdigest(),
+        }
+        header = json.dumps(meta, separators=(",", ":")).encode()
+        return CHECKPOINT_MAGIC + _LEN.pack(len(header)) + header + vw_bytes
 
     def restore(self, function: FunctionName, data: bytes) -> None:
-        """Replace `function`'s model by a checkpoint (raises ConfigError when invalid).
+        """Replace `function`'s state by a checkpoint (raises ConfigError when invalid).
 
-        If the function's grid has changed since, the next decision starts a fresh model.
+        The shared prior and platform estimates are taken from the checkpoint when it knows
+        more than this agent. If the function's grid has changed since, the next decision
+        starts afresh.
         """
-        model, key = FunctionModel.from_checkpoint(data, None, self.config.vw,
-                                                   self.config.memory)
-        old = self._models.get(function)
-        if old is not None:
-            old.cb.close()
-        self._models[function] = model
-        self._action_keys[function] = key
+        meta, vw_bytes = _parse_checkpoint(data)
+        try:
+            f = meta["function"]
+            key = [[int(c), int(g)] for c, g in f["actions"]]
+            actions = tuple(Action(c, g, ()) for c, g in key)
+            rng_state = f["rng"]
+            rng = random.Random()
+            rng.setstate((int(rng_state[0]), tuple(int(v) for v in rng_state[1]),
+                          None if rng_state[2] is None else float(rng_state[2])))
+            fs = FunctionState((), rng, QuantileMemoryModel.from_json(
+                f["memory"], self.config.memory), self.config.cost_model)
+            fs.outcomes = int(f["outcomes"])
+            fs.model_version = int(f["model_version"])
+            fs.cold_ms = float(f["cold_ms"])
+            fs.uf_mean = float(f["uf_mean"])
+            fs.fmean = {str(k): float(v) for k, v in dict(f["fmean"]).items()}
+            fs.fmean_n = int(f["fmean_n"])
+            fs.max_need = float(f["max_need"])
+            fs.bins = {str(k): Bin.from_json(v, actions, self.config.evidence)
+                       for k, v in dict(f["bins"]).items()}
+            resize_ms = meta["resize_ms"]
+            cold_prior = float(meta["cold_prior"])
+            prior_updates = int(meta["prior_updates"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError("corrupt Shabari agent checkpoint", detail=str(exc)) from exc
+        if prior_updates > self._prior.updates:
+            try:
+                prior = SharedPrior.load(vw_bytes, self.config.vw)
+            except RuntimeError as exc:
+                raise ConfigError("corrupt VW model in checkpoint", detail=str(exc)) from exc
+            prior.updates = prior_updates
+            self._prior.close()
+            self._prior = prior
+            self._resize_ms = None if resize_ms is None else float(resize_ms)
+            self._cold_prior = cold_prior
+        self._fns[function] = fs
+        self._keys[function] = key
+
+
+def _parse_checkpoint(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Split a checkpoint into its JSON metadata and the VW model bytes (validated)."""
+    if not isinstance(data, bytes | bytearray) or not data.startswith(CHECKPOINT_MAGIC):
+        raise ConfigError("not a Shabari agent checkpoint (bad magic)")
+    start = len(CHECKPOINT_MAGIC)
+    if len(data) < start + _LEN.size:
+        raise ConfigError("truncated Shabari agent checkpoint")
+    (n,) = _LEN.unpack_from(data, start)
+    start += _LEN.size
+    try:
+        meta = json.loads(bytes(data[start:start + n]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError("corrupt Shabari agent checkpoint", detail=str(exc)) from exc
+    if not isinstance(meta, dict):
+        raise ConfigError("corrupt Shabari agent checkpoint", detail="metadata not an object")
+    vw_bytes = bytes(data[start + n:])
+    if meta.get("vw_sha256") != hashlib.sha256(vw_bytes).hexdigest():
+        raise ConfigError("corrupt VW model in checkpoint", detail="checksum mismatch")
+    return meta, vw_bytes

@@ -1,26 +1,21 @@
 """The one adapter around Vowpal Wabbit (the only module that imports `vowpalwabbit`).
 
-One `CBModel` wraps one VW `Workspace` running `--cb_explore_adf --squarecb` for one function:
-the action set is fixed per function, so callers pass the shared (context) line and one line
-per action, already in VW text format, and get back the exploration pmf in action order.
-Sampling from that pmf is the caller's job, with its own seeded RNG, so decisions are
-reproducible (VW's own sampler is never used).
+`SharedPrior` is one VW regression model for ALL functions of an agent: it predicts
+`ln(run time / SLO)` of an input at a CPU size from function-agnostic quantities only (the
+SLO's scale, the arm's vCPU, the function's observed CPU utilisation and the input's size
+relative to the function's other inputs), so what 8,000 functions have shown sizes the first
+invocation of the 8,001st (and the first of a new input class of a known one). It is trained on
+every class's first observations with their full-information hindsight labels (the measured arm
+and the arms the evidence pins down, `evidence.py`). One workspace instead of one per function:
+a VW workspace is about 1 MiB, which at 10,000 functions was 9 GB.
 
-Thread-safety rule: a VW Workspace is NOT thread-safe and cannot be pickled. Give every
-function's model exactly one owner (one asyncio task, one thread, or hold a lock around every
-call); never share a `CBModel` between threads without a lock. To move or persist a model, use
-`save()` (VW's binary model bytes, which include the SquareCB counter) and `CBModel.load(bytes)`
-(VW `-i`); never pickle it.
+Thread-safety rule: a VW Workspace is NOT thread-safe and cannot be pickled: one owner (the
+agent's), or a lock around every call. Persist with `save()` (VW's binary model) and restore
+with `SharedPrior.load(bytes)` (VW `-i`).
 
-Speed notes (measured, see docs/agent.md): the cost is text parsing plus `pyvw`'s Python
-wrappers. `Workspace.predict(list_of_lines)` wraps every parsed line in a Python `Example`
-object (about 100 us per call here); calling the pybind11 layer underneath (`pylibvw.vw._parse`,
-`predict_multi`/`learn_multi`, `_finish_example_multi_ex`) on one newline-joined string does
-the same work in about 25 us for predict and 15 us for learn. Keeping parsed examples alive
-until the outcome arrives would save the second parse but pins VW's small example ring (and the
-outcome may never come), so learn re-parses its line. Workspace memory is dominated by VW's
-example ring, so it is shrunk with `--ring_size`/`--example_queue_limit`; with `-b 14` a model
-costs about 1.3 MiB, so 400 functions fit in about half a GiB.
+Speed: the pybind11 layer under `pyvw` (`pylibvw.vw._parse`, `predict`/`learn`,
+`_finish_example`) on one text line costs about 10-20 us per call here; `pyvw`'s wrappers cost
+several times that.
 """
 
 from __future__ import annotations
@@ -28,83 +23,64 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import vowpalwabbit
 from vowpalwabbit import pyvw
 
-#: the pybind11 layer under `pyvw` (see "Speed notes" above)
+#: the pybind11 layer under `pyvw` (see "Speed" above)
 _LIB = pyvw.pylibvw.vw
-
-#: namespaces: S = shared context (input features), A = action (size) features
-SHARED_NS = "S"
-ACTION_NS = "A"
 
 
 @dataclass(frozen=True, slots=True)
 class VWConfig:
-    """VW options for one function's model (see docs/agent.md for how they were chosen)."""
+    """VW options of the shared prior (see docs/agent.md)."""
 
-    gamma_scale: float = 10.0
-    gamma_exponent: float = 0.5
-    bits: int = 14
+    bits: int = 16
     learning_rate: float = 0.5
     #: extra VW options appended verbatim (e.g. "--l2 1e-6")
     extra: str = ""
 
     def arguments(self) -> str:
-        args = (
-            "--cb_explore_adf --squarecb "
-            f"--gamma_scale {self.gamma_scale} --gamma_exponent {self.gamma_exponent} "
-            f"-b {self.bits} -l {self.learning_rate} "
-            f"-q {SHARED_NS}{ACTION_NS} "
-            "--ring_size 4 --example_queue_limit 4 --quiet"
-        )
+        args = (f"--loss_function squared -b {self.bits} -l {self.learning_rate} "
+                "-q sa --ring_size 4 --example_queue_limit 4 --quiet")
         return f"{args} {self.extra}".strip()
 
-    def gamma(self, learned: int) -> float:
-        """SquareCB's exploration parameter after `learned` updates (as VW computes it)."""
-        return float(self.gamma_scale * float(max(learned, 1)) ** self.gamma_exponent)
 
+class SharedPrior:
+    """One VW squared-loss regressor: features (text, VW format without label) -> number."""
 
-class CBModel:
-    """One function's contextual-bandit model; not thread-safe (see the module docstring)."""
+    __slots__ = ("_ws", "config", "updates")
 
-    __slots__ = ("_ws", "config")
-
-    def __init__(self, config: VWConfig | None = None, *, _model_path: str | None = None) -> None:
+    def __init__(self, config: VWConfig | None = None, *, _model_path: str | None = None
+                 ) -> None:
         self.config = config or VWConfig()
         args = self.config.arguments()
         if _model_path is not None:
             args = f"{args} -i {_model_path}"
         self._ws = vowpalwabbit.Workspace(args)
+        #: examples learned (kept by the agent's checkpoint, not by VW)
+        self.updates = 0
 
-    def predict(self, shared: str, actions: Sequence[str]) -> list[float]:
-        """Exploration pmf over `actions` (in their order) for the context line `shared`."""
+    def predict(self, features: str) -> float:
+        """The prediction for one example given as VW text features (`|s ... |a ...`)."""
         ws = self._ws
-        examples = _LIB._parse(ws, "\n".join((shared, *actions)))
+        ex = _LIB._parse(ws, features)[0]
         try:
-            _LIB.predict_multi(ws, examples)
-            pmf = examples[0].get_action_scores()
+            _LIB.predict(ws, ex)
+            return float(ex.get_simplelabel_prediction())
         finally:
-            _LIB._finish_example_multi_ex(ws, examples)
-        return [float(p) for p in pmf]
+            _LIB._finish_example(ws, ex)
 
-    def learn(
-        self, shared: str, actions: Sequence[str], chosen: int, cost: float, probability: float
-    ) -> None:
-        """One contextual-bandit update: action `chosen` (played with `probability`) cost `cost`."""
-        if not 0 <= chosen < len(actions):
-            raise IndexError(f"chosen action {chosen} out of range 0..{len(actions) - 1}")
-        lines = [shared, *actions]
-        lines[chosen + 1] = f"0:{cost:.6g}:{max(probability, 1e-6):.6g} {actions[chosen]}"
+    def learn(self, features: str, label: float, weight: float = 1.0) -> None:
+        """One squared-loss update towards `label`."""
         ws = self._ws
-        examples = _LIB._parse(ws, "\n".join(lines))
+        ex = _LIB._parse(ws, f"{label:.6g} {weight:.6g} {features}")[0]
         try:
-            _LIB.learn_multi(ws, examples)
+            _LIB.learn(ws, ex)
         finally:
-            _LIB._finish_example_multi_ex(ws, examples)
+            _LIB._finish_example(ws, ex)
+        self.updates += 1
 
     def save(self) -> bytes:
         """The model as VW's binary format (what `-i` reads)."""
@@ -119,7 +95,7 @@ class CBModel:
                 os.unlink(path)
 
     @classmethod
-    def load(cls, data: bytes, config: VWConfig | None = None) -> CBModel:
+    def load(cls, data: bytes, config: VWConfig | None = None) -> SharedPrior:
         """A model restored from `save()` bytes (VW `-i`)."""
         fd, path = tempfile.mkstemp(prefix="shabari-vw-", suffix=".model")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -20,14 +21,19 @@ from shabari.sim.report import format_table, to_json, write_json, write_plots
 __all__ = ["load_perf_sources", "run", "simulate"]
 
 
-def load_perf_sources(paths: Sequence[str | Path]) -> PerfTable:
-    """Performance tables (CSV, DESIGN 4.4) and vSwarm profiles (`.json`) merged into one."""
+def load_perf_sources(paths: Sequence[str | Path], *, strip_usage: bool = False
+                      ) -> PerfTable:
+    """Performance tables (CSV, DESIGN 4.4) and vSwarm profiles (`.json`) merged into one.
+
+    `strip_usage` drops the peak-memory and CPU-used readings, as a platform without them
+    (OpenWhisk) would show the agent: the simulator then reports no usage to any policy.
+    """
     csvs = [p for p in paths if not str(p).endswith(".json")]
     rows: list[PerfRow] = []
     for p in paths:
         if str(p).endswith(".json"):
             rows.extend(load_vswarm_rows(p))
-    if not rows:
+    if not rows and not strip_usage:
         return load_perf_tables(csvs)
     if csvs:
         csv_table_rows = [r for c in csvs for r in read_perf_rows(c)]
@@ -36,6 +42,9 @@ def load_perf_sources(paths: Sequence[str | Path]) -> PerfTable:
         if clash:
             raise DataFormatError(f"function(s) {', '.join(sorted(clash))} defined twice")
         rows.extend(csv_table_rows)
+    if strip_usage:
+        rows = [dataclasses.replace(r, peak_memory_mib=None, cpu_used_millicores=None)
+                for r in rows]
     return PerfTable(rows, source=",".join(str(p) for p in paths))
 
 
@@ -65,7 +74,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
                        supports_resize=not getattr(args, "no_resize", False))
     t0 = time.perf_counter()
     trace = load_trace(args.trace, args.trace_format, minutes=args.minutes, seed=args.seed)
-    table = load_perf_sources(args.perf)
+    table = load_perf_sources(args.perf, strip_usage=getattr(args, "strip_usage", False))
     work = Workload(trace, table, config)
     print(f"loaded {len(trace)} invocations of {len(trace.functions())} functions and "
           f"{len(table.functions())} table functions in {time.perf_counter() - t0:.1f} s",

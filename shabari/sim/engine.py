@@ -390,8 +390,9 @@ def run_policy(work: Workload, policy: Policy, *, keep_per_invocation: bool = Fa
         cold_ms = cold_of[pf] if att.cold else 0.0
         peak = table.peak_memory_mib(pf, inp, att.size) or 0.0
         used = table.cpu_used_millicores(pf, inp, att.size)
-        cpu_s = (min(used, att.size.cpu_millicores) / 1000.0 if used is not None
-                 else att.size.vcpu) * att.exec_ms / 1000.0
+        # no CPU reading in the table: report none (as OpenWhisk does), not a fake full use
+        cpu_s = (min(used, att.size.cpu_millicores) / 1000.0 * att.exec_ms / 1000.0
+                 if used is not None else 0.0)
         outcome = Outcome(latency_ms, att.status, att.cold, cold_ms, cpu_s, peak)
         policy.learn(att.ctx, att.decision, outcome)
         if att.status is not OutcomeStatus.OK and att.number == 0 and escalate is not None:

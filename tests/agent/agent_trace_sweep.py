@@ -22,7 +22,7 @@ from pathlib import Path
 from shabari.agent import AgentConfig, ShabariAgent
 from shabari.data.traces import load_trace
 from shabari.sim.cli import load_perf_sources
-from shabari.sim.engine import SimConfig, Workload, run_policy
+from shabari.sim.engine import PolicyResult, SimConfig, Workload, run_policy
 from shabari.sim.policies import make_policy
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -33,35 +33,47 @@ def parse_variant(text: str) -> AgentConfig:
         return AgentConfig()
     overrides: dict[str, object] = {}
     vw: dict[str, object] = {}
+    ev: dict[str, object] = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
         key = key.strip()
         if key.startswith("vw."):
             vw[key[3:]] = ast.literal_eval(value.strip())
+        elif key.startswith("evidence."):
+            ev[key[9:]] = ast.literal_eval(value.strip())
         else:
             overrides[key] = ast.literal_eval(value.strip())
     config = dataclasses.replace(AgentConfig(), **overrides)  # type: ignore[arg-type]
-    return dataclasses.replace(config, vw=dataclasses.replace(config.vw, **vw))  # type: ignore[arg-type]
+    return dataclasses.replace(config, vw=dataclasses.replace(config.vw, **vw),  # type: ignore[arg-type]
+                               evidence=dataclasses.replace(config.evidence, **ev))  # type: ignore[arg-type]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("variants", nargs="+")
     ap.add_argument("--trace", default=str(SHARED / "azure2019-400" / "400_inv.csv"))
-    ap.add_argument("--perf", default=str(SHARED / "vswarm-profile" / "profile.json"))
+    ap.add_argument("--perf", action="append", default=None,
+                    help="table(s); default the vSwarm profile")
+    ap.add_argument("--strip-usage", action="store_true",
+                    help="drop peak_memory_mib and cpu_used_millicores from the tables")
+    ap.add_argument("--trace-format", default="azure2019")
+    ap.add_argument("--baselines", default="",
+                    help="comma-separated simulator policies to print beside (e.g. vpa)")
     ap.add_argument("--minutes", type=float, default=240.0)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     minutes = args.minutes if args.minutes > 0 else None
-    trace = load_trace(args.trace, "azure2019", minutes=minutes, seed=args.seed)
-    work = Workload(trace, load_perf_sources([args.perf]), SimConfig(seed=args.seed))
+    trace = load_trace(args.trace, args.trace_format, minutes=minutes, seed=args.seed)
+    perf = args.perf or [str(SHARED / "vswarm-profile" / "profile.json")]
+    work = Workload(trace, load_perf_sources(perf, strip_usage=args.strip_usage),
+                    SimConfig(seed=args.seed))
     oracle = run_policy(work, make_policy("oracle", work), keep_per_invocation=True)
     seen: collections.Counter[str] = collections.Counter()
     position = []
     for f in work.function_of:
         position.append(seen[f])
         seen[f] += 1
-    bands = ((0, 30), (30, 100), (100, 300), (300, 10**9))
+    bands = ((0, 20), (20, 100), (100, 1000), (1000, 10**9))
 
     def by_band(met: list[bool]) -> str:
         out = []
@@ -72,16 +84,26 @@ def main() -> int:
         return " ".join(out)
 
     print(f"{len(work)} invocations; oracle {100 * oracle.slo_violation_rate:.2f}% "
-          f"{oracle.allocated_vcpu_seconds:,.0f} vCPU-s | {by_band(oracle.met_of)}", flush=True)
+          f"{oracle.allocated_vcpu_seconds:,.0f} vCPU-s "
+          f"{oracle.allocated_memory_gib_seconds:,.0f} GiB-s {oracle.cold_starts} cold | "
+          f"{by_band(oracle.met_of)}", flush=True)
+
+    def line(text: str, res: PolicyResult, wall: float) -> None:
+        print(f"{text:<40} {100 * res.slo_violation_rate:5.2f}% viol ({res.failures} fail) "
+              f"{res.allocated_vcpu_seconds / oracle.allocated_vcpu_seconds:.3f}x vCPU "
+              f"{res.allocated_memory_gib_seconds / oracle.allocated_memory_gib_seconds:.3f}x "
+              f"GiB-s {res.cold_starts} cold {len(work) / wall:,.0f}/s | "
+              f"{by_band(res.met_of)}", flush=True)
+
+    for name in filter(None, args.baselines.split(",")):
+        t0 = time.perf_counter()
+        res = run_policy(work, make_policy(name, work), keep_per_invocation=True)
+        line(name, res, time.perf_counter() - t0)
     for text in args.variants:
         agent = ShabariAgent(args.seed, parse_variant(text))
         t0 = time.perf_counter()
         res = run_policy(work, agent, keep_per_invocation=True)
-        wall = time.perf_counter() - t0
-        print(f"{text:<40} {100 * res.slo_violation_rate:5.2f}% viol ({res.failures} fail) "
-              f"{res.allocated_vcpu_seconds / oracle.allocated_vcpu_seconds:.3f}x vCPU "
-              f"{res.allocated_memory_gib_seconds:,.0f} GiB-s  {len(work) / wall:,.0f}/s | "
-              f"{by_band(res.met_of)}", flush=True)
+        line(text, res, time.perf_counter() - t0)
     return 0
 
 

@@ -7,51 +7,32 @@ import math
 import pytest
 
 from shabari.agent.encoding import FeatureVector, scaled_features, shared_line, vw_name
-from shabari.agent.vw import CBModel, VWConfig
-
-ACTIONS = ["|A a0", "|A a1", "|A a2"]
+from shabari.agent.vw import SharedPrior
 
 
-class TestCBModel:
-    def test_pmf_is_a_distribution(self) -> None:
-        pmf = CBModel().predict("shared |S x:1", ACTIONS)
-        assert len(pmf) == 3
-        assert sum(pmf) == pytest.approx(1.0, abs=1e-5)
-
-    def test_learns_the_cheap_action(self) -> None:
-        m = CBModel()
-        for i in range(300):
-            a = i % 3
-            m.learn("shared |S x:1", ACTIONS, a, [1.0, 0.1, 0.6][a], 1 / 3)
-        pmf = m.predict("shared |S x:1", ACTIONS)
-        assert max(range(3), key=pmf.__getitem__) == 1
-        assert pmf[1] > 0.8
-
-    def test_pmf_follows_squarecb_formula(self) -> None:
-        """`ShabariAgent._mask` relies on p = 1 / (K + gamma * gap) with VW's gamma."""
-        cfg = VWConfig()
-        m = CBModel(cfg)
-        costs = [0.1, 0.3, 0.6]
-        for i in range(200):
-            m.learn("shared |S x", ACTIONS, i % 3, costs[i % 3], 1 / 3)
-        pmf = m.predict("shared |S x", ACTIONS)
-        gamma = cfg.gamma(200)
-        for j in (1, 2):
-            assert pmf[j] == pytest.approx(1 / (3 + gamma * (costs[j] - costs[0])), rel=0.2)
+class TestSharedPrior:
+    def test_learns_a_function_agnostic_relation(self) -> None:
+        """ln(run time / SLO) falls with the arm's vCPU for CPU-bound functions."""
+        p = SharedPrior()
+        for i in range(600):
+            v = (i % 5) - 2  # log2 vCPU in -2..2
+            p.learn(f"|s u:1 |a v:{v}", -0.4 * v)
+        assert p.predict("|s u:1 |a v:-2") > p.predict("|s u:1 |a v:2") + 1.0
+        assert p.updates == 600
 
     def test_save_load_roundtrip(self) -> None:
-        m = CBModel()
+        p = SharedPrior()
         for i in range(50):
-            m.learn("shared |S x:1", ACTIONS, i % 3, 0.1 * (i % 3), 1 / 3)
-        m2 = CBModel.load(m.save())
-        assert m2.predict("shared |S x:1", ACTIONS) == m.predict("shared |S x:1", ACTIONS)
-        m.learn("shared |S x:1", ACTIONS, 2, 0.9, 0.2)
-        m2.learn("shared |S x:1", ACTIONS, 2, 0.9, 0.2)
-        assert m2.predict("shared |S x:1", ACTIONS) == m.predict("shared |S x:1", ACTIONS)
+            p.learn(f"|s x:{i % 3} |a v:1", 0.1 * (i % 3))
+        q = SharedPrior.load(p.save())
+        assert q.predict("|s x:2 |a v:1") == p.predict("|s x:2 |a v:1")
+        p.learn("|s x:1 |a v:1", 0.9)
+        q.learn("|s x:1 |a v:1", 0.9)
+        assert q.predict("|s x:1 |a v:1") == p.predict("|s x:1 |a v:1")
 
-    def test_chosen_out_of_range(self) -> None:
-        with pytest.raises(IndexError):
-            CBModel().learn("shared |S x", ACTIONS, 3, 0.1, 0.5)
+    def test_garbage_bytes_are_refused(self) -> None:
+        with pytest.raises(RuntimeError):
+            SharedPrior.load(b"garbage")
 
 
 class TestEncoding:
