@@ -71,7 +71,7 @@ class AgentConfig:
     #: outcomes after which the function's phase is reported as "learned"
     learned_after: int = 300
     #: input classes: bins per unit of ln(1 + feature)
-    resolution: float = 2.0
+    resolution: float = 4.0
     #: tile-coding resolution of the memory model's features
     tiles: float = 2.0
     #: probability of probing a cheaper arm the evidence allows but does not prove, divided
