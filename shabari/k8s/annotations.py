@@ -6,7 +6,8 @@ Users who do not write a FunctionSizingPolicy annotate their workload instead:
     shabari.dev/sizes: "cpu=250m,500m,1,2;memory=256Mi,512Mi,1Gi"   (optionally ;gpu=0,1)
     shabari.dev/featurizer: image
     shabari.dev/gpu: "true"                    (GPU-capable: adds a 1-GPU variant of each size)
-    shabari.dev/mode: InPlace | Variants | Off (extension; default InPlace)
+    shabari.dev/mode: InPlace | Variants | Off (extension; default InPlace on a Deployment,
+                      Variants on a Knative Service: it cannot resize in place)
 
 The annotations are turned into the shared spec mapping and validated by the same parser as
 a FunctionSizingPolicy (`core.specdict`), so errors name the same fields; the message also

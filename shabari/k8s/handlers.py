@@ -26,9 +26,10 @@ import kopf
 
 from shabari.core.errors import BackendUnavailableError, SpecError
 from shabari.k8s import reconcile as rc
+from shabari.k8s.annotations import MODE as MODE_ANNOTATION
 from shabari.k8s.annotations import has_shabari_annotations, policy_spec_from_annotations
 from shabari.k8s.gateway import fetch_functions
-from shabari.k8s.kube import Kube
+from shabari.k8s.kube import APIForbiddenError, Kube
 from shabari.k8s.settings import REGISTRY_KEY, OperatorSettings
 from shabari.k8s.types import (
     API_VERSION,
@@ -148,13 +149,17 @@ async def prepare_platform(kube: Kube, cfg: OperatorSettings, body: PolicyBody,
         return cond("False", "TargetNotFound", f"{kind} {namespace}/{name} does not exist")
     workload = cast(WorkloadBody, target)
     if plan.mode == "InPlace":
+        # The target itself is never patched (docs/platforms.md, "What InPlace means"): the
+        # gateway's kubernetes backend starts and resizes pods of its own, and a patched
+        # template would only restart every pod of the target.
         if not cfg.inplace_enabled:
             return cond("False", "InPlaceDisabled",
                         "the chart was installed with inPlace.enabled=false")
-        patch = rc.resize_patch(workload)
-        if patch is not None:
-            await kube.patch(api_version, kind, namespace, name, patch)
-        return cond("True", "InPlaceEnabled", "containers allow CPU resize without restart")
+        if kind == "Service":
+            return cond("False", rc.INPLACE_ON_KNATIVE, rc.INPLACE_ON_KNATIVE_MESSAGE)
+        return cond("True", "InPlaceByGateway",
+                    "the gateway's kubernetes backend runs this function in pods it resizes "
+                    "in place; the Deployment is left unchanged")
     # Variants
     if kind != "Service":
         return cond("False", "VariantsNeedKnativeService",
@@ -179,7 +184,14 @@ async def remove_variants(kube: Kube, body: PolicyBody, keep: Collection[str] = 
     meta = body.get("metadata", {})
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     selector = {rc.POLICY_LABEL: name}
-    for config in await kube.list(KNATIVE_API_VERSION, "Configuration", namespace, selector):
+    try:
+        configs = await kube.list(KNATIVE_API_VERSION, "Configuration", namespace, selector)
+    except APIForbiddenError:
+        # RBAC without Knative rights (variants.enabled=false after an upgrade): the owner
+        # references let the garbage collector remove them with the policy; never retry
+        # forever, or a deleted policy stays Terminating
+        return
+    for config in configs:
         cname = config.get("metadata", {}).get("name", "")
         if cname not in keep:
             await kube.delete(KNATIVE_API_VERSION, "Configuration", namespace, cname)
@@ -222,13 +234,20 @@ async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Mem
         kopf.warn(body, reason=plan.error_reason, message=plan.error)
         logger.warning(f"invalid policy: {plan.error}")
     old: list[Condition] = list(policy.get("status", {}).get("conditions") or [])
+    platform = await prepare_platform(kube, cfg, policy, plan, generation)
+    if platform.get("reason") in rc.PLATFORM_LIMITS and not _same_condition(policy, platform):
+        # a mode the platform cannot serve: an Event and one log line per change, and the
+        # PlatformReady=False condition below (never a silent fallback)
+        kopf.warn(body, reason=platform["reason"], message=platform.get("message", ""))
+        logger.warning(f"{platform['reason']}: {platform.get('message', '')}")
     conditions = [
         rc.spec_condition(plan, generation),
-        await prepare_platform(kube, cfg, policy, plan, generation),
+        platform,
         await publish(kube, cfg, memo, plan.function, plan.registry_entry, generation),
         _gateway_condition(cfg, old, generation),
     ]
-    if plan.mode != "Variants":
+    if plan.mode != "Variants" and cfg.variants_enabled:
+        # with variants disabled the operator never created any (and has no RBAC to look)
         await remove_variants(kube, policy)
     conditions.append(rc.ready_condition(conditions, generation))
     status = rc.base_status(plan, generation)
@@ -237,6 +256,15 @@ async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Mem
     if conditions[1].get("reason") == "TargetNotFound":
         # kopf still applies the status patch; the handler runs again after the delay.
         raise kopf.TemporaryError(conditions[1].get("message", ""), delay=cfg.retry_s)
+
+
+def _same_condition(policy: PolicyBody, cond: Condition) -> bool:
+    """Was this condition (type, status, reason) already reported on the policy?"""
+    for old in policy.get("status", {}).get("conditions") or []:
+        if old.get("type") == cond.get("type"):
+            return bool(old.get("status") == cond.get("status")
+                        and old.get("reason") == cond.get("reason"))
+    return False
 
 
 def _write_status(patch: kopf.Patch, status: Mapping[str, Any]) -> None:
@@ -251,7 +279,8 @@ async def delete_policy(*, body: kopf.Body, memo: kopf.Memo, logger: Log,
     cfg = _cfg(memo)
     kube = Kube(memo.kopf_settings, logger)
     await publish(kube, cfg, memo, rc.function_name(policy), None, None)
-    await remove_variants(kube, policy)
+    if cfg.variants_enabled:  # else there are none, and no RBAC to list them: never block
+        await remove_variants(kube, policy)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.stats_interval_s,
@@ -312,6 +341,8 @@ async def on_workload(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     spec_data: dict[str, Any] | None = None
     try:
         spec_data = policy_spec_from_annotations(name, annotations, rc.known_featurizers())
+        if MODE_ANNOTATION not in annotations and workload.get("kind") == "Service":
+            spec_data["mode"] = "Variants"  # what a Knative Service can do (no InPlace)
     except SpecError as exc:
         error = str(exc)
     desired = rc.derived_policy(workload, spec_data, error)

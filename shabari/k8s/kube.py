@@ -31,6 +31,7 @@ PLURALS: dict[tuple[str, str], str] = {
 }
 
 APIError = kopf_errors.APIError
+APIForbiddenError = kopf_errors.APIForbiddenError
 
 
 def collection_path(api_version: str, kind: str, namespace: str) -> str:

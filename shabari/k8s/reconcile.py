@@ -62,6 +62,15 @@ PUBLISHED = "Published"
 GATEWAY_STATS = "GatewayStats"
 READY = "Ready"
 
+#: PlatformReady reason: InPlace asked of a Knative Service
+INPLACE_ON_KNATIVE = "InPlaceUnsupportedOnKnative"
+INPLACE_ON_KNATIVE_MESSAGE = (
+    "Knative Serving cannot resize a revision's pods in place (its container field mask has "
+    "no resizePolicy, knative/serving#15716, and the pods are Knative's, not the gateway's); "
+    "use mode Variants for a Knative Service")
+#: PlatformReady reasons that mean "the platform cannot do what this mode needs"
+PLATFORM_LIMITS = frozenset({INPLACE_ON_KNATIVE, "VariantsNeedKnativeService"})
+
 
 # --------------------------------------------------------------------------- validation
 
@@ -257,12 +266,19 @@ def update_registry(text: str | None, name: str, entry: Mapping[str, Any] | None
 
 
 def owner_reference(body: Mapping[str, Any], controller: bool = True) -> OwnerReference:
+    """An owner reference for garbage collection, without `blockOwnerDeletion`.
+
+    `blockOwnerDeletion: true` only matters for foreground deletion, and setting it needs
+    `update` on the owner's `finalizers` subresource wherever the
+    OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift, by default): there
+    every create would be refused. Background deletion (kubectl's default) collects the
+    owned objects all the same.
+    """
     meta = body.get("metadata", {})
     ref = OwnerReference(apiVersion=str(body.get("apiVersion", "")), kind=str(body.get("kind", "")),
                          name=str(meta.get("name", "")), uid=str(meta.get("uid", "")))
     if controller:
         ref["controller"] = True
-        ref["blockOwnerDeletion"] = True
     return ref
 
 
@@ -321,33 +337,6 @@ def variant_resources(
         spec={"traffic": traffic},
     )
     return configs, route
-
-
-def resize_patch(workload: WorkloadBody) -> dict[str, Any] | None:
-    """InPlace mode: a merge patch letting every container resize CPU without a restart.
-
-    `resizePolicy` cpu=NotRequired (memory keeps RestartContainer, as the kubelet cannot
-    shrink memory safely). None when every container already allows it, so re-running the
-    handler changes nothing.
-    """
-    containers = workload.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
-    if not containers:
-        return None
-    changed = False
-    new: list[Container] = []
-    for container in containers:
-        c: Container = copy.deepcopy(container)
-        policies = {p.get("resourceName"): p for p in c.get("resizePolicy", [])}
-        if policies.get("cpu", {}).get("restartPolicy") != "NotRequired":
-            policies["cpu"] = {"resourceName": "cpu", "restartPolicy": "NotRequired"}
-            policies.setdefault("memory", {"resourceName": "memory",
-                                           "restartPolicy": "RestartContainer"})
-            c["resizePolicy"] = [policies[k] for k in sorted(policies, key=str)]
-            changed = True
-        new.append(c)
-    if not changed:
-        return None
-    return {"spec": {"template": {"spec": {"containers": new}}}}
 
 
 # --------------------------------------------------------------------------- derived policies

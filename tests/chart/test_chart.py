@@ -228,12 +228,14 @@ class TestRBAC:
         for resource, verb in [("functionsizingpolicies", "watch"),
                                ("functionsizingpolicies", "create"),
                                ("functionsizingpolicies/status", "patch"),
-                               ("events", "create"), ("deployments", "patch"),
-                               ("services", "patch"), ("configurations", "delete"),
+                               ("events", "create"), ("deployments", "watch"),
+                               ("services", "watch"), ("configurations", "delete"),
                                ("routes", "create"), ("customresourcedefinitions", "watch")]:
             assert grants(op, resource, verb), (resource, verb)
         assert not grants(op, "functionsizingpolicies/status", "update")
         assert not grants(op, "pods", "get")  # the operator never touches pods
+        # InPlace never patches targets (a patched template restarts every pod for nothing)
+        assert not grants(op, "deployments", "patch") and not grants(op, "services", "patch")
         registry = rules(default_docs, "Role", "-operator")
         assert grants(registry, "configmaps", "patch")
         assert all(r.get("resourceNames") == ["shabari-functions"] for r in registry
@@ -251,9 +253,12 @@ class TestRBAC:
         gw = rules(custom_docs, "Role", "-gateway")  # knative backend
         assert not grants(gw, "pods/resize", "patch") and not grants(gw, "pods", "create")
         assert grants(gw, "routes", "get") and not grants(gw, "configurations", "create")
-        assert not by_kind(custom_docs, "ClusterRoleBinding") or all(
-            not d["metadata"]["name"].endswith("-gateway")
-            for d in by_kind(custom_docs, "ClusterRoleBinding"))
+        # knative: Routes in the policies' namespaces, and only the config-features ConfigMap
+        cluster = rules(custom_docs, "ClusterRole", "-gateway")
+        assert grants(cluster, "routes", "list") and not grants(cluster, "nodes", "list")
+        cm = [r for r in cluster if "configmaps" in r["resources"]]
+        assert cm == [{"apiGroups": [""], "resources": ["configmaps"],
+                       "resourceNames": ["config-features"], "verbs": ["get"]}]
 
 
     def test_knative_gateway_managing_variants(self, k8s_tools: K8sTools, tmp_path: Path

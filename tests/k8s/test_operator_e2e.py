@@ -33,7 +33,7 @@ from k8s_emulator import (
 NS = "default"
 
 
-def policy(name: str, target: str, mode: str = "InPlace", **spec: Any) -> dict[str, Any]:
+def policy(name: str, target: str, mode: str = "Variants", **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": target},
         "mode": mode,
@@ -95,8 +95,11 @@ def registry(cluster: Cluster) -> dict[str, Any]:
 
 class TestPolicies:
     async def test_create_publishes_prepares_and_reports(self, operator: Cluster) -> None:
-        await api(operator, "POST", KSVC, body=knative_service("resize"))
-        await api(operator, "POST", FSP, body=policy("resize-policy", "resize"))
+        await api(operator, "POST", DEPLOY, body=deployment("resize"))
+        body = policy("resize-policy", "resize", mode="InPlace")
+        body["spec"]["targetRef"] = {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": "resize"}
+        await api(operator, "POST", FSP, body=body)
         fsp = await operator.wait(
             lambda: (p := operator.get(FSP, NS, "resize-policy"))
             and condition(p, "Ready").get("status") == "True" and p, what="Ready=True")
@@ -105,17 +108,32 @@ class TestPolicies:
         assert status["slo"] == "200ms"
         assert status["observedGeneration"] == 1
         assert status["allocation"]["gridSizes"] == 4
-        assert condition(fsp, "PlatformReady")["reason"] == "InPlaceEnabled"
+        assert condition(fsp, "PlatformReady")["reason"] == "InPlaceByGateway"
         assert condition(fsp, "GatewayStats")["reason"] == "GatewayNotConfigured"
         entry = registry(operator)["resize"]
         assert entry["slo"] == {"latencyMs": 200.0}
         assert entry["sizes"]["cpu"] == ["250m", "1"]
-        svc = operator.get(KSVC, NS, "resize")
-        assert svc is not None
-        container = svc["spec"]["template"]["spec"]["containers"][0]
-        assert {"resourceName": "cpu", "restartPolicy": "NotRequired"} in container[
-            "resizePolicy"]
-        assert "status" not in svc  # never writes a Knative-owned status
+        target = operator.get(DEPLOY, NS, "resize")
+        assert target is not None
+        # never patched: the gateway resizes pods of its own (a patch would restart them all)
+        assert target["spec"] == deployment("resize")["spec"]
+        assert "status" not in target
+
+    async def test_inplace_on_a_knative_service_is_refused_loudly(
+        self, operator: Cluster
+    ) -> None:
+        await api(operator, "POST", KSVC, body=knative_service("kn"))
+        await api(operator, "POST", FSP, body=policy("kn-policy", "kn", mode="InPlace"))
+        fsp = await operator.wait(
+            lambda: (p := operator.get(FSP, NS, "kn-policy"))
+            and condition(p, "PlatformReady").get("status") == "False" and p,
+            what="PlatformReady=False")
+        assert condition(fsp, "PlatformReady")["reason"] == "InPlaceUnsupportedOnKnative"
+        assert condition(fsp, "Ready")["status"] == "False"
+        await operator.wait(lambda: operator.events("InPlaceUnsupportedOnKnative"),
+                            what="a Warning Event")
+        svc = operator.get(KSVC, NS, "kn")
+        assert svc is not None and svc["spec"] == knative_service("kn")["spec"]
 
     async def test_variants_then_update_then_delete(self, operator: Cluster) -> None:
         await api(operator, "POST", KSVC, body=knative_service("thumb"))
@@ -242,7 +260,7 @@ class TestAnnotations:
         deploy = operator.get(DEPLOY, NS, "broken")
         assert deploy is not None
         for c in deploy["spec"]["template"]["spec"]["containers"]:
-            assert {"resourceName": "cpu", "restartPolicy": "NotRequired"} in c["resizePolicy"]
+            assert "resizePolicy" not in c  # InPlace leaves the Deployment unchanged
 
     async def test_deleting_the_workload_removes_its_policy(self, operator: Cluster) -> None:
         annotations = {"shabari.dev/slo-slowdown": "1.5",

@@ -171,30 +171,14 @@ class TestVariants:
         assert name != rc.dns_name("a" * 60, "cpu500m-mem1024mi")
 
 
-class TestResize:
-    def test_patch_then_idempotent(self) -> None:
-        workload = service()
-        patch = rc.resize_patch(workload)
-        assert patch is not None
-        containers = patch["spec"]["template"]["spec"]["containers"]
-        assert containers[0]["resizePolicy"] == [
-            {"resourceName": "cpu", "restartPolicy": "NotRequired"},
-            {"resourceName": "memory", "restartPolicy": "RestartContainer"}]
-        assert containers[0]["image"] == "img"  # the whole container survives a merge patch
-        workload["spec"]["template"]["spec"]["containers"] = containers
-        assert rc.resize_patch(workload) is None
-
-    def test_keeps_a_user_memory_policy(self) -> None:
-        workload = service()
-        workload["spec"]["template"]["spec"]["containers"][0]["resizePolicy"] = [
-            {"resourceName": "memory", "restartPolicy": "NotRequired"}]
-        patch = rc.resize_patch(workload)
-        assert patch is not None
-        assert {"resourceName": "memory", "restartPolicy": "NotRequired"} in patch["spec"][
-            "template"]["spec"]["containers"][0]["resizePolicy"]
-
-    def test_no_containers(self) -> None:
-        assert rc.resize_patch(cast(WorkloadBody, {"spec": {}})) is None
+class TestOwnerReferences:
+    def test_no_block_owner_deletion(self) -> None:
+        # OpenShift's OwnerReferencesPermissionEnforcement refuses blockOwnerDeletion unless
+        # the creator may update the owner's finalizers (issue #17, item 9)
+        ref = rc.owner_reference({"apiVersion": "v1", "kind": "X",
+                                  "metadata": {"name": "n", "uid": "u"}})
+        assert ref == {"apiVersion": "v1", "kind": "X", "name": "n", "uid": "u",
+                       "controller": True}
 
 
 class TestDerived:
