@@ -111,6 +111,7 @@ def _charset(ct: str) -> str | None:
 
 async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
+    gw.settle()  # what answered invocations left to count
     gw.ledger.totals(gw.now())  # bring the pool integrals up to now
     resp = web.Response(body=gw.metrics.render())
     resp.headers["Content-Type"] = gw.metrics.content_type

@@ -4,6 +4,10 @@ One `InvocationPath.invoke` call runs one invocation end to end over the policy,
 scheduler (through `PodPool`) and the backend, and hands the result to `Accounting` and
 `replies`. Everything runs on one event loop: `decide` and `learn` are synchronous and never
 interleave with each other for the same function, which is what the VW workspaces need.
+
+What does not change the answer (learning, metrics, the decision log) runs after the response
+(`deferred.AfterResponse`); where the outcome goes to be learned is `learn`: the policy itself
+when this process is the learner, the replica's outcome shipper otherwise (`replica`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from shabari.core.errors import ResizeRejectedError
 from shabari.gateway.accounting import Accounting, FunctionStats
 from shabari.gateway.checkpoints import Checkpoints
 from shabari.gateway.config import GatewayConfig
+from shabari.gateway.deferred import AfterResponse
 from shabari.gateway.metrics import GatewayMetrics
 from shabari.gateway.pool import PodPool
 from shabari.gateway.replies import AttemptResult, Reply, reply_for
@@ -64,8 +69,12 @@ class InvocationPath:
         slo: SloResolver, config: GatewayConfig, stats: dict[str, FunctionStats],
         metrics: GatewayMetrics, accounting: Accounting, checkpoints: Checkpoints,
         clock: Callable[[], float], now: Callable[[], float],
+        after: AfterResponse | None = None,
     ) -> None:
         self.policy = policy
+        #: where outcomes go to be learned (replaced by a replica that is not the learner)
+        self.learn: Callable[[DecisionContext, Decision, Outcome], None] = policy.learn
+        self.after = after or AfterResponse()
         self._escalate = policy if isinstance(policy, EscalatingPolicy) else None
         self.pool = pool
         self.backend = backend
@@ -93,6 +102,7 @@ class InvocationPath:
             warm_idle=self.pool.scheduler.warm_idle(spec.name, now),
             supports_resize=self.backend.supports_resize, slo_ms=slo_before)
         if function in self.refit:
+            self.after.drain()  # outcomes of the old spec are learned before the refit
             self.refit.discard(function)
             self.checkpoints.refit(function)
         decision = self.policy.decide(ctx)
@@ -101,6 +111,7 @@ class InvocationPath:
         first = attempt
         if (attempt.outcome.status is OutcomeStatus.OOM and self.config.retry_oom
                 and self._escalate is not None):
+            self.after.drain()  # the OOM is learned before the model escalates the memory
             bigger = self._escalate.escalate(ctx, attempt.decision)
             if bigger is not None:
                 self.metrics.oom_retries.labels(function).inc()
@@ -126,7 +137,6 @@ class InvocationPath:
         resp_body, resp_ct = b"", "application/octet-stream"
         t_decided = self._clock()
         decision_s = t_decided - t_start
-        self.metrics.decision_seconds.labels(fn).observe(decision_s)
         held_s = 0.0
         try:
             placement, pod_id, pod_size, cold_ms, t_commit = await self._place(spec, decision)
@@ -203,7 +213,8 @@ class InvocationPath:
             # not behind a busy pod once a resize was rejected: that could be the held pod
             placement = sched.place(
                 fn, decision.size, now, cold_start_ms=est,
-                busy_wait_ms=None if held else self.stats[fn].warm_hold_ms)
+                busy_wait_ms=None if held else self.stats[fn].warm_hold_ms,
+                queued=self.pool.queued_behind(fn))
             if placement.kind is PlacementKind.REJECT:
                 raise CapacityError(f"cannot place {fn} at {decision.size}",
                                     detail=placement.reason)
@@ -220,7 +231,10 @@ class InvocationPath:
                     raise CapacityError(f"no capacity for {fn} at {decision.size} "
                                         f"within {self.config.capacity_wait_s:g}s",
                                         detail=placement.reason)
-                await self.pool.wait_for_capacity(min(remaining, 1.0))
+                # behind a busy pod of its own: woken alone when one is released; for room
+                # in a full cluster: woken by any capacity change
+                await self.pool.wait_for_capacity(
+                    min(remaining, 1.0), behind=fn if placement.pod_id is not None else None)
                 continue
             pod = sched.commit(placement, fn, now, cold_start_ms=est or 0.0)
             t_commit = self._clock()
@@ -270,12 +284,19 @@ class InvocationPath:
                                         outcome.latency_ms - outcome.cold_start_ms, outcome.ok)
         c = cost_of(decision.size, outcome, slo_ms, spec.largest)
         violated = violated_fn(outcome, slo_ms)
-        if learn:
-            learn_ctx = ctx if ctx.slo_ms is not None else dataclasses.replace(ctx, slo_ms=slo_ms)
-            self.policy.learn(learn_ctx, decision, outcome)
-            self.metrics.model_version.labels(spec.name).set(decision.model_version)
-        self.accounting.attempt(
-            spec.name, ctx, decision, placement, outcome, pod_size, attempt_no=attempt_no,
-            retry_of=retry_of, held_s=held_s, decision_s=decision_s, slo_ms=slo_ms, cost=c,
-            violated=violated)
+
+        def after_response() -> None:
+            fn = spec.name
+            self.metrics.decision_seconds.labels(fn).observe(decision_s)
+            if learn:
+                learn_ctx = (ctx if ctx.slo_ms is not None
+                             else dataclasses.replace(ctx, slo_ms=slo_ms))
+                self.learn(learn_ctx, decision, outcome)
+                self.metrics.model_version.labels(fn).set(decision.model_version)
+            self.accounting.attempt(
+                fn, ctx, decision, placement, outcome, pod_size, attempt_no=attempt_no,
+                retry_of=retry_of, held_s=held_s, decision_s=decision_s, slo_ms=slo_ms, cost=c,
+                violated=violated)
+
+        self.after.add(after_response)
         return slo_ms, violated

@@ -3,12 +3,20 @@
 Every change of a pod's state goes through here, so the scheduler (which decides placements),
 the `PoolLedger` (busy/idle integrals and pod gauges) and the backend (which runs the pods)
 never disagree, and every waiter for capacity is woken when room appears.
+
+Two kinds of waiters: an invocation queued behind a busy pod of its own function waits in
+that function's FIFO and is woken alone when one of the function's pods is released (one
+release, one pod, one waiter: at 64 connections on one warm pod, waking every waiter on every
+release made each release cost O(waiters) placements and capped the gateway at a few hundred
+invocations per second); an invocation waiting for room in a full cluster waits for any
+capacity change (every release, stop or failure), as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 from shabari.backends.base import Backend
 from shabari.core import FunctionName, PodId, Size
@@ -26,6 +34,8 @@ class PodPool:
         self.backend = backend
         self._scheduler: Scheduler | None = None
         self._capacity = asyncio.Event()
+        #: function -> invocations queued behind its busy pods, first come first served
+        self._behind: dict[str, deque[asyncio.Future[None]]] = {}
 
     @property
     def scheduler(self) -> Scheduler:
@@ -42,18 +52,66 @@ class PodPool:
 
     # -- capacity waiters ------------------------------------------------------------------
 
-    def capacity_changed(self) -> None:
-        """Wake every invocation waiting for room (they place again)."""
+    def capacity_changed(self, released: str | None = None) -> None:
+        """Wake the invocations waiting for room (they place again).
+
+        `released`: one pod of that function went idle, which wakes only the first
+        invocation queued behind that function's busy pods; anything else (a pod stopped or
+        lost) wakes every queued invocation. Waiters for room in a full cluster always wake.
+        """
         ev, self._capacity = self._capacity, asyncio.Event()
         ev.set()
+        if released is not None:
+            q = self._behind.get(released)
+            while q:
+                fut = q.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    break
+            return
+        for q in self._behind.values():
+            while q:
+                fut = q.popleft()
+                if not fut.done():
+                    fut.set_result(None)
 
-    async def wait_for_capacity(self, timeout_s: float) -> None:
-        """Return when capacity changes or after `timeout_s`, whichever comes first."""
-        ev = self._capacity
+    def queued_behind(self, function: str) -> int:
+        """Invocations of `function` now queued behind its busy pods."""
+        q = self._behind.get(function)
+        return len(q) if q else 0
+
+    async def wait_for_capacity(self, timeout_s: float, behind: str | None = None) -> None:
+        """Return when capacity changes or after `timeout_s`, whichever comes first.
+
+        `behind`: the invocation queues behind that function's busy pods (FIFO, woken by a
+        release of one of them); otherwise it waits for any capacity change.
+        """
+        loop = asyncio.get_running_loop()
+        if behind is None:
+            ev = self._capacity
+            fut: asyncio.Future[None] = loop.create_future()
+            waiter = asyncio.ensure_future(ev.wait())
+            waiter.add_done_callback(lambda _t: _wake(fut))
+        else:
+            fut = loop.create_future()
+            self._behind.setdefault(behind, deque()).append(fut)
+            waiter = None
+        timer = loop.call_later(timeout_s, _wake, fut)
         try:
-            await asyncio.wait_for(ev.wait(), timeout=timeout_s)
-        except TimeoutError:
-            pass
+            await fut
+        finally:
+            timer.cancel()
+            if waiter is not None:
+                waiter.cancel()
+            else:  # timed out or cancelled while queued: leave the queue (a woken one left)
+                if not fut.done():
+                    fut.cancel()
+                q = self._behind.get(behind or "")
+                if q:
+                    try:
+                        q.remove(fut)
+                    except ValueError:
+                        pass
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -68,9 +126,10 @@ class PodPool:
 
     def release(self, pod_id: PodId, now: float) -> None:
         """The invocation on `pod_id` ended: the pod is idle and warm."""
+        pod = self.scheduler.pod(pod_id)
         self.scheduler.release(pod_id, now)
         self.ledger.idle(pod_id, now)
-        self.capacity_changed()
+        self.capacity_changed(released=None if pod is None else pod.function)
 
     def forget(self, pod_id: PodId) -> None:
         """A pod that never came up (its start failed): out of the model, nothing to stop."""
@@ -115,3 +174,8 @@ class PodPool:
             await self.backend.stop_pod(pod_id)
         except Exception as exc:  # best effort: the pod is gone from the model already
             log.warning("stopping pod %s failed: %s", pod_id, exc)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

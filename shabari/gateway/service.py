@@ -36,6 +36,7 @@ from shabari.gateway.admission import AdmissionController
 from shabari.gateway.checkpoints import Checkpoints
 from shabari.gateway.config import GatewayConfig
 from shabari.gateway.decisionlog import DecisionLog
+from shabari.gateway.deferred import AfterResponse
 from shabari.gateway.invocation import Featurize, InvocationPath
 from shabari.gateway.metrics import GatewayMetrics, PoolLedger
 from shabari.gateway.pool import PodPool
@@ -105,10 +106,13 @@ class Gateway:
         self.stats: dict[str, FunctionStats] = {name: FunctionStats() for name in self.functions}
         self.accounting = Accounting(self.metrics, self.decisions, self.stats)
         self.checkpoints = Checkpoints(policy, self.config.checkpoint_dir)
+        #: learning, metrics and the decision log of answered invocations (off the response)
+        self.after = AfterResponse()
         self.path = InvocationPath(
             policy=policy, pool=self.pool, backend=backend, featurize=featurize, slo=self.slo,
             config=self.config, stats=self.stats, metrics=self.metrics,
-            accounting=self.accounting, checkpoints=self.checkpoints, clock=clock, now=self.now)
+            accounting=self.accounting, checkpoints=self.checkpoints, clock=clock, now=self.now,
+            after=self.after)
         self.sweeper = KeepAliveSweeper(self.pool, self.decisions, self.now,
                                         self.config.sweep_interval_s)
         self.ready = False
@@ -158,6 +162,7 @@ class Gateway:
             log.warning("shutdown: %d invocations still running after %.0fs",
                         self.admission.running, self.config.drain_timeout_s)
         await self.sweeper.stop()
+        self.settle()
         try:
             await self.checkpoint_all()
         finally:
@@ -167,7 +172,12 @@ class Gateway:
 
     async def checkpoint_all(self) -> list[Path]:
         """Write every touched function's model to `state_dir/models/<function>.ckpt`."""
+        self.settle()
         return await self.checkpoints.write_all()
+
+    def settle(self) -> None:
+        """Apply the learning, metrics and log records still waiting behind responses."""
+        self.after.drain()
 
     # -- registry changes --------------------------------------------------------------------
 
@@ -240,15 +250,18 @@ class Gateway:
     # -- views -------------------------------------------------------------------------------
 
     def learning_state(self, function: str) -> dict[str, Any]:
+        self.settle()
         return self.checkpoints.learning_state(function)
 
     def functions_view(self) -> list[dict[str, Any]]:
         """The `GET /functions` document (the operator reads `stats`)."""
+        self.settle()
         return functions_view(self.functions, self.stats,
                               {n: self.learning_state(n) for n in self.functions})
 
     def stats_view(self) -> dict[str, Any]:
         """`GET /stats`: totals the demo and the benchmarks read (pool ledger, admission)."""
+        self.settle()
         t = self.ledger.totals(self.now())
         return {
             "uptime_s": self.now(),

@@ -7,7 +7,7 @@ Pure decision logic over a model of the pod pool; it imports only `shabari.core`
 from shabari.scheduler.config import NodeChoice, SchedulerConfig
 from shabari.scheduler.keepalive import FixedKeepAlive, HistogramKeepAlive, KeepAlivePolicy
 from shabari.scheduler.model import ClusterUsage, NodeUsage, Pod
-from shabari.scheduler.scheduler import Scheduler
+from shabari.scheduler.scheduler import Scheduler, queue_wait_ms
 
 __all__ = [
     "ClusterUsage",
@@ -19,4 +19,5 @@ __all__ = [
     "Pod",
     "Scheduler",
     "SchedulerConfig",
+    "queue_wait_ms",
 ]

@@ -29,7 +29,7 @@ from shabari.scheduler.config import NodeChoice, SchedulerConfig
 from shabari.scheduler.keepalive import FixedKeepAlive, KeepAlivePolicy
 from shabari.scheduler.model import ClusterUsage, NodeUsage, Pod
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "queue_wait_ms"]
 
 #: idle-bucket key of a size class: sorted by GPU, then memory, then CPU
 _Key = tuple[int, int, int]
@@ -104,6 +104,19 @@ class _FunctionPool:
         #: every idle pod of the function in release order (first = least recently used)
         self.idle_lru: dict[PodId, _PodState] = {}
         self.warm_cache: tuple[Size, ...] | None = None
+
+
+def queue_wait_ms(first_free_ms: float, hold_ms: float, queued: int, servers: int) -> float:
+    """Expected wait of a new invocation behind `servers` busy pods with `queued` ahead.
+
+    The first of them frees up in `first_free_ms`; each invocation holds a pod `hold_ms` on
+    average, so the `queued` invocations ahead are served `servers` at a time: the newcomer
+    starts after `first_free_ms + (queued // servers) * hold_ms`. Pure (M/D/c-style mean,
+    good enough to compare with a cold start, which is seconds against milliseconds).
+    """
+    if servers <= 0:
+        return float("inf")
+    return max(0.0, first_free_ms) + (max(0, queued) // servers) * max(0.0, hold_ms)
 
 
 class Scheduler:
@@ -228,6 +241,7 @@ class Scheduler:
         *,
         cold_start_ms: float | None = None,
         busy_wait_ms: float | None = None,
+        queued: int = 0,
     ) -> Placement:
         """Decide where an invocation of `size` runs. Pure: mutates nothing.
 
@@ -235,6 +249,10 @@ class Scheduler:
         caller's estimates say it frees up sooner than a cold start completes; else a cold
         start (COLD, evicting least-recently-used idle pods if the cluster is full); else
         QUEUE (cluster full) or REJECT (no node could ever hold `size`).
+
+        `queued` is how many invocations of this function already wait for one of its busy
+        pods: they are served first, so the wait behind the busy pods grows with them
+        (`queue_wait_ms`), and once it exceeds a cold start the function scales out.
         """
         if not self._fits_some_node(size):
             return Placement(PlacementKind.REJECT, size, reason=self._reject_reason(size))
@@ -246,9 +264,10 @@ class Scheduler:
                 return warm
         if (pool is not None and cold_start_ms is not None and busy_wait_ms is not None
                 and cfg.queue_factor > 0):
-            queued = self._queue_behind_busy(pool, size, now, cold_start_ms, busy_wait_ms)
-            if queued is not None:
-                return queued
+            behind = self._queue_behind_busy(pool, size, now, cold_start_ms, busy_wait_ms,
+                                             queued)
+            if behind is not None:
+                return behind
         forced: _PodState | None = None
         limit = cfg.max_pods_per_function
         if limit is not None and pool is not None and len(pool.pods) >= limit:
@@ -328,26 +347,31 @@ class Scheduler:
 
     def _queue_behind_busy(
         self, pool: _FunctionPool, size: Size, now: float, cold_start_ms: float,
-        busy_wait_ms: float,
+        busy_wait_ms: float, queued: int,
     ) -> Placement | None:
         resize = self.config.supports_resize
         best: _PodState | None = None
         best_wait = 0.0
+        servers = 0
         for p in pool.pods.values():
             s = p.size
             if not p.busy or s.gpu != size.gpu or s.memory_mib < size.memory_mib:
                 continue
             if not resize and s.cpu_millicores < size.cpu_millicores:
                 continue
+            servers += 1
             wait = max(0.0, p.ready_at - now) * 1000.0 + max(0.0, busy_wait_ms)
             if best is None or wait < best_wait:
                 best, best_wait = p, wait
-        if best is None or not best_wait < self.config.queue_factor * cold_start_ms:
+        if best is None:
+            return None
+        wait_ms = queue_wait_ms(best_wait, busy_wait_ms, queued, servers)
+        if not wait_ms < self.config.queue_factor * cold_start_ms:
             return None
         return Placement(
             PlacementKind.QUEUE, size, pod_id=best.pod_id, node_id=best.node_id,
-            reason=(f"waiting ~{best_wait:.0f} ms for busy pod {best.pod_id} beats a "
-                    f"{cold_start_ms:.0f} ms cold start"),
+            reason=(f"waiting ~{wait_ms:.0f} ms for busy pod {best.pod_id} "
+                    f"({queued} queued ahead) beats a {cold_start_ms:.0f} ms cold start"),
         )
 
     def _plan_cold(

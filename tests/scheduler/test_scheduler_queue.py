@@ -5,6 +5,7 @@ from __future__ import annotations
 from sched_helpers import Clock, F, G, sched
 
 from shabari.core import PlacementKind, Size
+from shabari.scheduler import queue_wait_ms
 
 
 class TestQueueVersusColdStart:
@@ -71,3 +72,33 @@ class TestQueueVersusColdStart:
         s.release(idle.pod_id, t.advance(1))
         p = s.place(F, Size(1000, 512), t(), cold_start_ms=800, busy_wait_ms=1)
         assert p.kind is PlacementKind.WARM and p.pod_id == idle.pod_id
+
+
+class TestScaleOutWhenTheQueueOutgrowsAColdStart:
+    """Invocations already waiting count: one busy pod is not a queue for everyone."""
+
+    def test_queue_ahead_turns_a_short_wait_into_a_cold_start(self) -> None:
+        s, t = sched(), Clock()
+        s.commit(s.place(F, Size(1000, 512), t()), F, t())
+        # 100 ms per invocation: 7 ahead -> 800 ms, no better than the 800 ms cold start
+        assert s.place(F, Size(1000, 512), t(), cold_start_ms=800, busy_wait_ms=100,
+                       queued=6).kind is PlacementKind.QUEUE
+        p = s.place(F, Size(1000, 512), t(), cold_start_ms=800, busy_wait_ms=100, queued=7)
+        assert p.kind is PlacementKind.COLD
+
+    def test_more_busy_pods_serve_the_queue_in_parallel(self) -> None:
+        s, t = sched(), Clock()
+        for _ in range(4):
+            s.commit(s.place(F, Size(1000, 512), t()), F, t())
+        # 12 ahead over 4 pods: 3 rounds of 100 ms + the first free pod's 100 ms
+        p = s.place(F, Size(1000, 512), t(), cold_start_ms=800, busy_wait_ms=100, queued=12)
+        assert p.kind is PlacementKind.QUEUE and "12 queued ahead" in p.reason
+        assert s.place(F, Size(1000, 512), t(), cold_start_ms=800, busy_wait_ms=100,
+                       queued=28).kind is PlacementKind.COLD
+
+    def test_the_wait_formula(self) -> None:
+        assert queue_wait_ms(50.0, 100.0, 0, 1) == 50.0
+        assert queue_wait_ms(50.0, 100.0, 3, 1) == 350.0
+        assert queue_wait_ms(50.0, 100.0, 3, 4) == 50.0
+        assert queue_wait_ms(50.0, 100.0, 8, 4) == 250.0
+        assert queue_wait_ms(50.0, 100.0, 1, 0) == float("inf")
