@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML file whose 'backend:' options override --config's (the chart's)")
     p.add_argument("--registry-poll", type=float, default=None,
                    help="seconds between checks of --config for changes (default 5; 0: never)")
+    p.add_argument("--checkpoint-interval", type=float, default=None,
+                   help="seconds between model checkpoints into --state-dir (default 30)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open client connections at most (default 1000; below the fd limit)")
+    p.add_argument("--auth-token-file", default=None,
+                   help="file holding a bearer token every endpoint but the probes requires "
+                        "(default: $SHABARI_AUTH_TOKEN, else none)")
 
     p = sub.add_parser("operator", help="run the Kubernetes control plane (kopf)")
     p.add_argument("kopf_args", nargs=argparse.REMAINDER, help="options passed to `kopf run`")

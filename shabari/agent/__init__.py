@@ -19,16 +19,17 @@ from shabari.core.errors import ConfigError
 POLICY_NAMES = ("shabari", "static-max", "static-default", "random")
 
 
-def make_policy(name: str, seed: int = 0) -> Policy:
-    """The policy called `name` (one of POLICY_NAMES), seeded where it draws randomness."""
+def make_policy(name: str, seed: int = 0, id_prefix: str | None = None) -> Policy:
+    """The policy called `name` (one of POLICY_NAMES), seeded where it draws randomness;
+    `id_prefix` starts its decision ids (default: derived from the name and seed)."""
     if name == "shabari":
-        return ShabariAgent(seed)
+        return ShabariAgent(seed, id_prefix=id_prefix)
     if name == "static-max":
-        return StaticMax()
+        return StaticMax(id_prefix)
     if name == "static-default":
-        return StaticDefault()
+        return StaticDefault(id_prefix)
     if name == "random":
-        return RandomPolicy(seed)
+        return RandomPolicy(seed, id_prefix)
     raise ConfigError(f"unknown policy {name!r}; known here: {', '.join(POLICY_NAMES)}")
 
 

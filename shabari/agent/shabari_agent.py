@@ -197,14 +197,18 @@ class ShabariAgent:
 
     name = "shabari"
 
-    def __init__(self, seed: int, config: AgentConfig | None = None) -> None:
+    def __init__(self, seed: int, config: AgentConfig | None = None,
+                 id_prefix: str | None = None) -> None:
+        """`id_prefix` starts every decision id; the default is derived from the seed (the
+        simulator's runs are reproducible), the gateway passes one unique to the process so
+        ids do not repeat across restarts."""
         self.seed = seed
         self.config = config if config is not None else AgentConfig()
         self._fns: dict[FunctionName, FunctionState] = {}
         self._keys: dict[FunctionName, list[list[int]]] = {}
         self._pending: dict[DecisionId, _Pending] = {}
         self._ids = 0
-        self._id_prefix = f"sh{random.Random(seed).getrandbits(32):08x}"
+        self._id_prefix = id_prefix or f"sh{random.Random(seed).getrandbits(32):08x}"
         self._prior = SharedPrior(self.config.vw)
         #: the platform's in-place resize delay (ms), learned from outcomes (None: not yet)
         self._resize_ms: float | None = None

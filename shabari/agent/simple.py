@@ -31,8 +31,8 @@ class _Counter:
 class _Static:
     name = "static"
 
-    def __init__(self) -> None:
-        self._ids = _Counter(self.name)
+    def __init__(self, id_prefix: str | None = None) -> None:
+        self._ids = _Counter(id_prefix or self.name)
 
     def _size(self, ctx: DecisionContext) -> Size:
         raise NotImplementedError
@@ -77,8 +77,8 @@ class RandomPolicy(_Static):
 
     name = "random"
 
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
+    def __init__(self, seed: int = 0, id_prefix: str | None = None) -> None:
+        super().__init__(id_prefix)
         self._rng = random.Random(seed)
 
     def _size(self, ctx: DecisionContext) -> Size:

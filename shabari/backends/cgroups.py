@@ -86,14 +86,30 @@ def _keyed(path: Path) -> dict[str, int]:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs. A zombie (killed, not yet reaped by its parent: a
+    gateway SIGKILLed a moment ago) is dead: its cgroups and temp dirs are stale."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
+
+
+def owner_gone(owner: str, current: str = "") -> bool:
+    """Is an instance named `<pid>-<token>` (a cgroup tree, a temp dir) stale: is its
+    process dead? (Another backend of this very process is alive, so never ours.)"""
+    pid = owner.split("-", 1)[0]
+    if not pid.isdigit() or owner == current:
+        return False
+    return not pid_alive(int(pid))
 
 
 def _procs(directory: Path) -> list[int]:
@@ -326,11 +342,10 @@ class CgroupManager:
                     # a probe left by a killed detect(): remove if its owner is gone
                     if d.is_dir():
                         pid = d.name.split("-")[1]
-                        if pid.isdigit() and not _pid_alive(int(pid)):
+                        if pid.isdigit() and not pid_alive(int(pid)):
                             _remove_tree(d)
                     continue
-                owner = d.name.split("-", 1)[0]
-                if owner.isdigit() and not _pid_alive(int(owner)) and _remove_tree(d):
+                if owner_gone(d.name, self.instance) and _remove_tree(d):
                     removed.append(d)
         return removed
 

@@ -14,8 +14,15 @@ Failure semantics (what the gateway and the agent see):
   hit the limit) -> `OutOfMemoryError`; any other death -> `FunctionFailedError` with the exit
   status and the tail of the worker's stderr; in both cases the pod is gone (its cgroup removed)
   and `exc.outcome` holds what was measured;
-- no answer within `timeout_s` -> the worker is killed, `InvocationTimeoutError`.
+- no answer within `timeout_s` -> the worker is killed, `InvocationTimeoutError`; the deadline
+  covers sending the input too (a frozen worker stops reading: a large body would otherwise
+  block the write forever);
+- the worker had died while idle (killed, crashed between invocations) -> `PodLostError`
+  before anything is sent: nothing ran, the gateway retries on a fresh pod and learns nothing.
 A dead pod is removed from the backend; the next `start_pod` starts a fresh one.
+
+Pod logs live in a `shabari-local-<pid>-*` temp dir; `start()` removes those of dead gateways
+(a SIGKILL skips `close()`) as it reaps their cgroup trees.
 """
 
 from __future__ import annotations
@@ -37,7 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from shabari.backends.base import InvocationResult, PodHandle
-from shabari.backends.cgroups import CgroupManager, CgroupMode, FallbackLimits, PodCgroup
+from shabari.backends.cgroups import (
+    CgroupManager,
+    CgroupMode,
+    FallbackLimits,
+    PodCgroup,
+    owner_gone,
+)
 from shabari.core import (
     BackendError,
     BackendUnavailableError,
@@ -51,6 +64,7 @@ from shabari.core import (
     OutcomeStatus,
     OutOfMemoryError,
     PodId,
+    PodLostError,
     Size,
     UnknownFunctionError,
 )
@@ -172,7 +186,10 @@ class LocalBackend:
                     "local backend: no writable cgroup hierarchy (%s); falling back to CPU "
                     "affinity + RLIMIT_AS. CPU limits are whole cores and memory limits are "
                     "approximate; run as root on a cgroup v1/v2 host for real limits.", why)
-        self._log_dir = Path(tempfile.mkdtemp(prefix="shabari-local-"))
+        stale = await asyncio.to_thread(reap_stale_log_dirs)
+        if stale:
+            log.info("removed %d pod log dir(s) left by crashed backends", len(stale))
+        self._log_dir = Path(tempfile.mkdtemp(prefix=f"{LOG_DIR_PREFIX}{os.getpid()}-"))
         self._started = True
 
     async def close(self) -> None:
@@ -361,10 +378,17 @@ class LocalBackend:
                 "cpu_millicores": pod.cpu_millicores,
                 "memory_mib": pod.handle.size.memory_mib,
             }
+            if pod.proc.returncode is not None or pod.reader.at_eof():
+                # died while idle: the input would go nowhere, and it is not this size's fault
+                code = await self._kill_reaped(pod.proc)
+                await self._discard(pod_id)
+                raise PodLostError(f"pod {pod_id} of {pod.handle.function} died while idle",
+                                   detail=f"worker exit status {code}; nothing ran")
             t0 = time.perf_counter()
             try:
-                await protocol.write_frame(pod.writer, request, body)
-                meta, out = await asyncio.wait_for(protocol.read_frame(pod.reader), timeout_s)
+                # the deadline covers the write: a frozen worker stops draining its socket
+                meta, out = await asyncio.wait_for(
+                    _exchange(pod.writer, pod.reader, request, body), timeout_s)
             except TimeoutError:
                 latency = (time.perf_counter() - t0) * 1000.0
                 await self._discard(pod_id)
@@ -434,6 +458,12 @@ class LocalBackend:
             await asyncio.to_thread(self._cgroups.release, str(pod_id))
 
     @staticmethod
+    async def _kill_reaped(proc: asyncio.subprocess.Process) -> int | None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 1.0)
+        return proc.returncode
+
+    @staticmethod
     async def _kill(proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -485,6 +515,26 @@ class LocalBackend:
             exc = FunctionFailedError(message, detail=detail)
         exc.outcome = outcome
         return exc
+
+
+LOG_DIR_PREFIX = "shabari-local-"
+
+
+def reap_stale_log_dirs() -> list[Path]:
+    """Remove the pod log dirs of local backends whose process is dead."""
+    removed: list[Path] = []
+    for d in Path(tempfile.gettempdir()).glob(f"{LOG_DIR_PREFIX}*"):
+        owner = d.name[len(LOG_DIR_PREFIX):]
+        if d.is_dir() and owner_gone(owner):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+async def _exchange(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                    request: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+    await protocol.write_frame(writer, request, body)
+    return await protocol.read_frame(reader)
 
 
 def _working_set_peak(cgroup: PodCgroup) -> float:

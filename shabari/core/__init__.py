@@ -17,6 +17,7 @@ from shabari.core.errors import (
     FunctionFailedError,
     InvocationTimeoutError,
     OutOfMemoryError,
+    PodLostError,
     ShabariError,
     SpecError,
     UnknownFunctionError,
@@ -64,6 +65,7 @@ __all__ = [
     "Placement",
     "PlacementKind",
     "PodId",
+    "PodLostError",
     "ShabariError",
     "Size",
     "SpecError",
@@ -76,6 +78,12 @@ __all__ = [
     "size_grid",
 ]
 
-from shabari.core.specdict import parse_sizes, parse_slo, spec_from_mapping, spec_to_mapping
+from shabari.core.specdict import (
+    check_function_name,
+    parse_sizes,
+    parse_slo,
+    spec_from_mapping,
+    spec_to_mapping,
+)
 
-__all__ += ["parse_sizes", "parse_slo", "spec_from_mapping", "spec_to_mapping"]
+__all__ += ["check_function_name", "parse_sizes", "parse_slo", "spec_from_mapping", "spec_to_mapping"]

@@ -17,6 +17,8 @@ status conditions, the CLI onto an exit code and one line on stderr.
         ├── FunctionFailedError     the function raised or its worker crashed     (HTTP 502)
         ├── OutOfMemoryError        killed for exceeding its memory limit          (HTTP 502)
         ├── InvocationTimeoutError  no answer in time                              (HTTP 504)
+        ├── PodLostError            the pod died while idle, before the invocation reached
+        │                           it: nothing ran, retry on a fresh pod           (HTTP 502)
         └── ResizeRejectedError     the platform would not resize a pod in place: the pod
                                     keeps its old size; place on another pod / cold start
 """
@@ -120,6 +122,13 @@ class FunctionFailedError(BackendError):
 class OutOfMemoryError(BackendError):
     http_status = 502
     outcome_status = OutcomeStatus.OOM
+
+
+class PodLostError(BackendError):
+    """The pod was already dead (its worker died while idle) when the invocation came: the
+    input never reached the function, so there is nothing to learn; run it on a fresh pod."""
+
+    http_status = 502
 
 
 class InvocationTimeoutError(BackendError):

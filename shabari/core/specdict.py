@@ -16,6 +16,7 @@ Every error is a `SpecError` whose field is the dotted path of the offending val
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -129,8 +130,28 @@ def parse_size(value: object, field: str) -> Size:
     )
 
 
+#: a Kubernetes DNS-1123 label: what a function name may be (DESIGN 4.3)
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def check_function_name(name: object, path: str = "") -> str:
+    """`name` when it is a DNS-1123 label (lowercase alphanumerics and '-', at most 63
+    characters, starting and ending alphanumeric); a `SpecError` showing it otherwise.
+
+    Function names become file names (model checkpoints, pod logs) and cgroup directories, so
+    nothing outside this alphabet may reach them: `../escape` or `a/b` is refused at load.
+    """
+    if not isinstance(name, str) or len(name) > 63 or not _DNS1123_LABEL.fullmatch(name):
+        raise SpecError(
+            f"function name {name!r} is not a DNS-1123 label",
+            field=path, detail="use lowercase letters, digits and '-', at most 63 characters, "
+                               "starting and ending with a letter or digit")
+    return name
+
+
 def spec_from_mapping(name: str, data: Mapping[str, Any], path: str = "") -> FunctionSpec:
     """Build a validated `FunctionSpec` from the shared mapping schema (see module doc)."""
+    check_function_name(name, path)
     data = _mapping(data, path or "spec")
     slo = parse_slo(data.get("slo", {"slowdown": 1.5}), _field(path, "slo"))
     featurizer: object = data.get("featurizer", "auto")

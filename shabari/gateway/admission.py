@@ -3,7 +3,8 @@
 Overload must never grow memory without bound, so the gateway admits at most `max_concurrent`
 invocations at once, lets at most `max_queue` more wait (FIFO) for a slot, and sheds the rest
 immediately with 429 + Retry-After. A waiter that does not get a slot within `queue_timeout_s`
-is answered 503 + Retry-After, and while draining for shutdown every new request gets 503.
+is answered 503 + Retry-After, and while draining for shutdown every new request gets 503
+(except one that arrived before the drain began and was still uploading: `during_drain`).
 Every shed request is counted, so "server counters equal client counts" can be checked.
 """
 
@@ -46,15 +47,17 @@ class AdmissionController:
         return max(1.0, float(round(backlog / self.max_concurrent)))
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        await self._acquire()
+    async def slot(self, *, during_drain: bool = False) -> AsyncIterator[None]:
+        """Hold one slot; `during_drain`: the caller arrived before a drain began, so it is
+        admitted (or queued) even while draining."""
+        await self._acquire(during_drain)
         try:
             yield
         finally:
             self._release()
 
-    async def _acquire(self) -> None:
-        if self.draining:
+    async def _acquire(self, during_drain: bool = False) -> None:
+        if self.draining and not during_drain:
             self.shed["draining"] += 1
             raise AdmissionError("gateway is shutting down", retry_after_s=1.0, status=503)
         if self.running < self.max_concurrent and not self._waiters:

@@ -4,16 +4,26 @@ Routes: `POST /invoke/{function}`, `GET /metrics`, `/healthz`, `/readyz`, `/func
 `/stats`. Every error is answered as JSON `{"error", "detail"}` with the contract's status
 codes (404, 413, 429/503 + Retry-After, 502, 504); nothing is answered with an HTML page or a
 dropped connection, and the body limit is enforced while streaming, before the body is held.
+
+A request's body is read BEFORE it takes an admission slot, under its own deadline
+(`body_timeout_s`, 408 beyond it), and only while the bodies held in memory by all requests
+together fit `body_memory_bytes` (`BodyBudget`): slow or stalled uploads hold no slot, and
+many concurrent large bodies cannot grow the gateway without bound. A client that goes away
+mid-upload is counted (code 499) without a traceback. With `auth_token` set, every endpoint
+but the probes needs `Authorization: Bearer <token>` (401 otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientConnectionError, ClientPayloadError, web
 
 from shabari.core import AdmissionError, ShabariError
 from shabari.gateway.service import Gateway, error_body
@@ -35,21 +45,116 @@ class BodyTooLarge(ShabariError):
     http_status = 413
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read the request body, refusing (413) as soon as it exceeds `limit` bytes."""
+class BodyTimeout(ShabariError):
+    http_status = 408
+
+
+class ClientGone(ShabariError):
+    """The client closed the connection before its request was read (nginx's 499)."""
+
+    http_status = 499
+
+
+class BodyBudget:
+    """Bytes of request bodies held in memory, all requests together, bounded.
+
+    A request reserves its declared length before reading (a chunked one reserves as its
+    chunks come); when the budget is spent it waits, FIFO-free, for another request to
+    release, at most `wait_s`, then gets 503 + Retry-After. `readers` counts requests whose
+    body is being read: the graceful shutdown waits for them too.
+    """
+
+    def __init__(self, limit: int, wait_s: float) -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self.used = 0
+        self.readers = 0
+        self._freed = asyncio.Event()
+
+    async def reserve(self, n: int, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        if n > self.limit:
+            raise BodyTooLarge(f"request body of {n} bytes is over the memory budget",
+                               detail=f"at most {self.limit} bytes are held at once")
+        while self.used + n > self.limit:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AdmissionError(
+                    f"too many request bodies in memory ({self.used} of {self.limit} bytes "
+                    "held)", retry_after_s=1.0, status=503)
+            ev = self._freed
+            try:
+                await asyncio.wait_for(ev.wait(), timeout=remaining)
+            except TimeoutError:
+                pass
+        self.used += n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        ev, self._freed = self._freed, asyncio.Event()
+        ev.set()
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[list[int]]:
+        """A cell holding the bytes this request reserved; all released on exit."""
+        cell = [0]
+        try:
+            yield cell
+        finally:
+            if cell[0]:
+                self.release(cell[0])
+
+
+BUDGET_KEY = web.AppKey("body_budget", BodyBudget)
+
+
+async def read_body(request: web.Request, limit: int, budget: BodyBudget | None = None,
+                    reserved: list[int] | None = None, timeout_s: float | None = None) -> bytes:
+    """Read the request body, refusing (413) as soon as it exceeds `limit` bytes; with a
+    `budget`, the bytes are reserved in it (added to `reserved[0]`) before they are held;
+    the whole body must arrive within `timeout_s` (408)."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"request body of {declared} bytes is over the limit",
                            detail=f"limit is {limit} bytes")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (timeout_s if timeout_s is not None else 1e9)
+    cell = reserved if reserved is not None else [0]
+    if budget is not None and declared:
+        await budget.reserve(declared, loop.time() + budget.wait_s)
+        cell[0] += declared
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge("request body is over the limit",
-                               detail=f"limit is {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge("request body is over the limit",
+                                       detail=f"limit is {limit} bytes")
+                if budget is not None and size > cell[0]:
+                    grow = max(size - cell[0], 1 << 20)
+                    await budget.reserve(grow, loop.time() + budget.wait_s)
+                    cell[0] += grow
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(f"request body not received within {timeout_s:g}s",
+                          detail=f"{size} bytes arrived") from None
+    except (ClientPayloadError, ClientConnectionError, ConnectionError) as exc:
+        raise ClientGone("client went away during the upload",
+                         detail=type(exc).__name__) from None
     return b"".join(chunks)
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    got = request.headers.get("Authorization", "")
+    scheme, _, value = got.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
+                                                              token.encode())
+
+
+#: what answers without a token (Kubernetes probes carry none)
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 @web.middleware
@@ -58,15 +163,25 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
     route = request.match_info.route.resource.canonical if request.match_info.route.resource \
         else "unmatched"
     try:
+        token = gw.config.auth_token
+        if token and request.path not in OPEN_PATHS and not _authorized(request, token):
+            raise web.HTTPUnauthorized(
+                reason="missing or wrong bearer token",
+                text="send 'Authorization: Bearer <token>' (the gateway's auth token)",
+                headers={"WWW-Authenticate": 'Bearer realm="shabari"'})
         resp = await handler(request)
     except AdmissionError as exc:
         gw.metrics.shed.labels(_shed_reason(exc)).inc()
         resp = json_error(exc.http_status, exc.message, exc.detail,
                           {"Retry-After": str(max(1, round(exc.retry_after_s)))})
+    except ClientGone as exc:  # nobody reads the answer; counted, not a server error
+        log.debug("client went away on %s: %s", request.path, exc.detail)
+        resp = json_error(exc.http_status, exc.message, exc.detail)
     except ShabariError as exc:
         resp = json_error(exc.http_status, exc.message, exc.detail)
     except web.HTTPException as exc:
-        resp = json_error(exc.status, exc.reason, exc.text or "")
+        hdrs = {k: v for k, v in exc.headers.items() if k.lower() == "www-authenticate"}
+        resp = json_error(exc.status, exc.reason, exc.text or "", hdrs or None)
     except Exception as exc:  # the contract: always JSON, never a stack trace page
         log.exception("unhandled error on %s", request.path)
         resp = json_error(500, "internal error", type(exc).__name__)
@@ -75,6 +190,8 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
 
 
 def _shed_reason(exc: AdmissionError) -> str:
+    if "request bodies in memory" in exc.message:
+        return "body_memory"
     if "shutting down" in exc.message:
         return "draining"
     return "queue_full" if exc.http_status == 429 else "queue_timeout"
@@ -82,18 +199,33 @@ def _shed_reason(exc: AdmissionError) -> str:
 
 async def invoke(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY_KEY]
+    budget = request.app[BUDGET_KEY]
     function = request.match_info["function"]
     gw.spec(function)  # 404 before reading a body we cannot use
-    gw.metrics.queued.set(gw.admission.waiting + 1)
-    async with gw.admission.slot():
-        gw.metrics.queued.set(gw.admission.waiting)
-        gw.metrics.inflight.set(gw.admission.running)
+    if gw.admission.draining:  # shutting down: no point reading the body
+        gw.admission.shed["draining"] += 1
+        raise AdmissionError("gateway is shutting down", retry_after_s=1.0, status=503)
+    async with budget.held() as reserved:
+        budget.readers += 1
         try:
-            body = await read_body(request, gw.config.max_body_bytes)
-            reply = await gw.invoke(function, body, request.headers.get("Content-Type"))
+            body = await read_body(request, gw.config.max_body_bytes, budget, reserved,
+                                   gw.config.body_timeout_s)
         finally:
-            gw.metrics.inflight.set(gw.admission.running - 1)
-    return web.Response(status=reply.status, body=reply.body, headers=reply.headers,
+            budget.readers -= 1
+        # a request whose body arrived is admitted (or queued) even when a drain began while
+        # it was uploading: it arrived before the drain
+        gw.metrics.queued.set(gw.admission.waiting + 1)
+        async with gw.admission.slot(during_drain=True):
+            gw.metrics.queued.set(gw.admission.waiting)
+            gw.metrics.inflight.set(gw.admission.running)
+            try:
+                reply = await gw.invoke(function, body, request.headers.get("Content-Type"))
+            finally:
+                gw.metrics.inflight.set(gw.admission.running - 1)
+    headers = reply.headers
+    if reply.status in (429, 503) and "Retry-After" not in headers:
+        headers = {**headers, "Retry-After": str(max(1, round(gw.admission.retry_after_s())))}
+    return web.Response(status=reply.status, body=reply.body, headers=headers,
                         content_type=_mime(reply.content_type), charset=_charset(reply.content_type))
 
 
@@ -149,6 +281,7 @@ def make_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applicat
     app = web.Application(middlewares=[_errors],
                           client_max_size=gateway.config.max_body_bytes + 1)
     app[GATEWAY_KEY] = gateway
+    app[BUDGET_KEY] = BodyBudget(gateway.config.body_memory_bytes, gateway.config.queue_timeout_s)
     app.router.add_post("/invoke/{function}", invoke)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from shabari.gateway.config import (
     read_config_text,
 )
 from shabari.gateway.reload import RegistryWatcher
+from shabari.gateway.serve import serve
 from shabari.gateway.service import FunctionsChange, Gateway
 from shabari.gateway.slo import BestLatencyTable, SloResolver
 from shabari.runtime.catalog import BundledFunction, bundled_functions
@@ -51,12 +54,16 @@ POLICIES = ("shabari", "static-max", "static-default", "random")
 
 
 def make_policy(name: str, seed: int) -> Policy:
-    """The policy objects the simulator also uses, by their fixed names."""
+    """The policy objects the simulator also uses, by their fixed names.
+
+    Decision ids start with a prefix drawn fresh for this process: the models are restored
+    from checkpoints across restarts, the ids (in the decision log, `retry_of`, the
+    `X-Shabari-Decision-Id` header) must not repeat."""
     from shabari.agent import make_policy as agent_policy
 
     if name not in POLICIES:
         raise ConfigError(f"unknown policy {name!r}; the gateway serves {', '.join(POLICIES)}")
-    return agent_policy(name, seed)
+    return agent_policy(name, seed, id_prefix=f"{name[:2]}{secrets.token_hex(5)}")
 
 
 def bundled_entries(names: list[str] | None = None) -> dict[str, FunctionEntry]:
@@ -225,7 +232,14 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, arg, None)
         if value is not None:
             knobs[key] = value
-    config = GatewayConfig(state_dir=Path(state_dir) if state_dir else None, **knobs)
+    for arg, key in (("checkpoint_interval", "checkpoint_interval_s"),
+                     ("max_connections", "max_connections")):
+        value = getattr(args, arg, None)
+        if value is not None:
+            knobs[key] = value
+    token = auth_token(getattr(args, "auth_token_file", None))
+    config = GatewayConfig(state_dir=Path(state_dir) if state_dir else None, auth_token=token,
+                           **knobs)
     policy = make_policy(getattr(args, "policy", "shabari") or "shabari",
                          getattr(args, "seed", 1) or 1)
     options = dict(file.backend)
@@ -244,9 +258,8 @@ def run(args: argparse.Namespace) -> int:
             interval_s=config.registry_poll_s, loaded_text=config_text))
     log.info("serving %d functions with policy %s on %s:%d", len(entries),
              getattr(policy, "name", "?"), args.host, args.port)
-    web.run_app(app, host=args.host, port=args.port, print=None,
-                shutdown_timeout=config.drain_timeout_s, access_log=None,
-                loop=new_event_loop())
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve(app, args.host, args.port))
     return 0
 
 
@@ -260,3 +273,19 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
+
+
+def auth_token(path: str | None) -> str | None:
+    """The bearer token every endpoint but the probes requires: the first line of `path`
+    (`--auth-token-file`, the chart mounts a Secret there), else `$SHABARI_AUTH_TOKEN`,
+    else None (no authentication)."""
+    if path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the auth token file {path}: "
+                              f"{exc.strerror or exc}") from exc
+        if not token:
+            raise ConfigError(f"the auth token file {path} is empty")
+        return token
+    return os.environ.get("SHABARI_AUTH_TOKEN") or None

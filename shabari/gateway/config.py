@@ -71,6 +71,19 @@ class GatewayConfig:
     drain_timeout_s: float = 60.0
     #: seconds between checks of the functions file for changes (0 = never reload)
     registry_poll_s: float = 5.0
+    #: a request body must arrive within this (408 otherwise); it is read before the request
+    #: takes an admission slot, so a slow upload holds no slot
+    body_timeout_s: float = 30.0
+    #: request bodies held in memory at once, all requests together; beyond it a request
+    #: waits (up to `queue_timeout_s`) for room, then 503 + Retry-After
+    body_memory_bytes: int = 128 * 1024 * 1024
+    #: open client connections; at the cap the longest-idle one is closed for a new one,
+    #: and with none idle the new one is answered 503 (clamped below the open-file limit)
+    max_connections: int = 1000
+    #: seconds between checkpoints of the models that changed (DESIGN 4.3 durability)
+    checkpoint_interval_s: float = 30.0
+    #: when set, every endpoint but /healthz and /readyz needs `Authorization: Bearer <it>`
+    auth_token: str | None = field(default=None, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

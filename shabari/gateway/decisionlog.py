@@ -5,12 +5,23 @@ Each record holds what off-policy evaluation and replay need: the input's featur
 outcome and its cost (from `shabari.core.cost`, the one cost function). The event loop only
 serializes and buffers a record; files are written in batches in a worker thread, so there is
 no file I/O on the loop and rotation never stalls an invocation.
+
+A write that fails (disk full, read-only volume) is never fatal: the batch is truncated away
+(no half line is left in the file), its records wait in a bounded buffer for the next flush,
+and what overflows the buffer is counted in `dropped`. `healthy` is False from a failed write
+until the next one succeeds (the gateway's `/readyz` reports it).
+
+Function error text can hold the caller's input, so a record keeps only its size and a hash
+(`redact`); the caller gets the text in the HTTP answer, the log never does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import logging
 import math
 import os
 import threading
@@ -18,7 +29,33 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shabari.core import Decision, Outcome, Placement
+from shabari.core import Decision, Outcome, OutcomeStatus, Placement
+
+log = logging.getLogger(__name__)
+
+#: records kept in memory while the log cannot be written; older ones are dropped (counted)
+MAX_PENDING = 20_000
+
+
+def redact(text: str) -> str:
+    """What a log may say about text a function produced: its size and a hash, not content."""
+    data = text.encode("utf-8", "replace")
+    return f"<{len(data)} bytes, sha256:{hashlib.sha256(data).hexdigest()[:16]}>"
+
+
+def outcome_detail(outcome: Outcome) -> str:
+    """`outcome.detail` fit for the log: a function's own text (its exception, the tail of
+    its stderr) is redacted; what the gateway or backend wrote about it is kept."""
+    detail = outcome.detail
+    if outcome.status is OutcomeStatus.ERROR and detail:
+        return "function error " + redact(detail)
+    head, sep, tail = detail.partition("; stderr: ")
+    if sep:
+        return f"{head}; stderr {redact(tail)}"
+    head, sep, tail = detail.partition(": MemoryError. ")
+    if sep:
+        return f"{head}: MemoryError; stderr {redact(tail)}"
+    return detail
 
 
 def _finite(x: float) -> float | None:
@@ -76,7 +113,7 @@ def decision_record(
             "cold_start_ms": outcome.cold_start_ms,
             "cpu_seconds": outcome.cpu_seconds,
             "peak_memory_mib": outcome.peak_memory_mib,
-            "detail": outcome.detail,
+            "detail": outcome_detail(outcome),
         }
     return rec
 
@@ -98,6 +135,13 @@ class DecisionLog:
         self.backups = backups
         self.batch = batch
         self.records = 0
+        #: records lost to write failures (the buffer overflowed while the disk was full)
+        self.dropped = 0
+        #: failed batch writes
+        self.errors = 0
+        #: False from a failed write until a write succeeds again
+        self.healthy = True
+        self.last_error: str | None = None
         self._pending: list[str] = []
         self._lock = threading.Lock()  # orders batches from concurrent flushes
         if path is not None:
@@ -116,17 +160,60 @@ class DecisionLog:
         lines, self._pending = self._pending, []
         return lines
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Write what is pending (in a worker thread); False when the write failed (the
+        records are kept for the next flush, up to `MAX_PENDING`)."""
         lines = self.take()
-        if lines:
-            await asyncio.to_thread(self._write_lines, lines)
+        if not lines:
+            return True
+        return self._settle(lines, await asyncio.to_thread(self._try_write, lines))
+
+    def _settle(self, lines: list[str], error: OSError | None) -> bool:
+        if error is None:
+            if not self.healthy:
+                log.info("decision log %s writable again", self.path)
+            self.healthy = True
+            self.last_error = None
+            return True
+        self.errors += 1
+        if self.healthy:
+            log.error("decision log %s cannot be written (%s); keeping up to %d records in "
+                      "memory until it can", self.path, error, MAX_PENDING)
+        self.healthy = False
+        self.last_error = f"{type(error).__name__}: {error}"
+        kept = lines + self._pending
+        if len(kept) > MAX_PENDING:
+            self.dropped += len(kept) - MAX_PENDING
+            kept = kept[len(kept) - MAX_PENDING:]
+        self._pending = kept
+        return False
+
+    def _try_write(self, lines: list[str]) -> OSError | None:
+        try:
+            self._write_lines(lines)
+        except OSError as exc:
+            return exc
+        return None
 
     def _write_lines(self, lines: list[str]) -> None:
         assert self.path is not None
         with self._lock:
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write("\n".join(lines) + "\n")
-                size = fh.tell()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                start = os.lseek(fd, 0, os.SEEK_END)
+                data = ("\n".join(lines) + "\n").encode("utf-8")
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                except OSError:
+                    # no half batch stays behind: a reader would meet a broken line
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, start)
+                    raise
+                size = start + len(data)
+            finally:
+                os.close(fd)
             if size > self.max_bytes and self.backups > 0:
                 self._rotate()
 
@@ -138,11 +225,19 @@ class DecisionLog:
                 os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
 
-    def close(self) -> None:
-        """Write every pending record (synchronously: called once, at shutdown)."""
+    def close(self) -> bool:
+        """Write every pending record (synchronously: called once, at shutdown); never raises
+        for a write failure (what could not be written is counted in `dropped`)."""
         lines = self.take()
-        if lines and self.path is not None:
-            self._write_lines(lines)
+        if not lines or self.path is None:
+            return True
+        ok = self._settle(lines, self._try_write(lines))
+        if not ok:
+            self.dropped += len(self._pending)
+            log.error("decision log %s: %d records lost at shutdown (%s)", self.path,
+                      len(self._pending), self.last_error)
+            self._pending = []
+        return ok
 
 
 def read_decision_log(path: Path) -> list[dict[str, Any]]:

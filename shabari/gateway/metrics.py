@@ -104,6 +104,21 @@ class GatewayMetrics:
         self.shed = Counter(
             "shabari_admission_shed", "Requests shed by admission control, by reason",
             ["reason"], registry=r)
+        self.background_errors = Counter(
+            "shabari_background_errors",
+            "Errors a background loop survived, by loop (sweep, checkpoint, decision_log)",
+            ["loop"], registry=r)
+        self.decision_log_dropped = Counter(
+            "shabari_decision_log_dropped",
+            "Decision records lost because the log could not be written (disk full)",
+            registry=r)
+        self.checkpoints = Counter(
+            "shabari_checkpoints", "Model checkpoint writes, by result (ok, error)",
+            ["result"], registry=r)
+        self.degraded = Gauge(
+            "shabari_degraded",
+            "1 while a background duty fails (state dir unwritable): /readyz answers 503",
+            ["reason"], registry=r)
         self.model_version = Gauge(
             "shabari_model_version", "Model version of each function's policy", ["function"],
             registry=r)

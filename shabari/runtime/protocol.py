@@ -88,5 +88,10 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], byte
 
 async def write_frame(writer: asyncio.StreamWriter, meta: dict[str, Any],
                       body: bytes = b"") -> None:
-    writer.write(encode(meta, body))
+    """Async write of one frame; the body is handed over as is (no concatenated copy of a
+    large input in the gateway's memory)."""
+    raw = json.dumps(meta, separators=(",", ":")).encode()
+    writer.write(_HEADER.pack(len(raw), len(body)) + raw)
+    if body:
+        writer.write(body)
     await writer.drain()
