@@ -259,6 +259,10 @@ async def readyz(request: web.Request) -> web.Response:
     if not gw.ready:
         return json_error(503, "not ready",
                           "draining" if gw.admission.draining else "starting")
+    degraded = gw.degraded
+    if degraded:  # e.g. a full state disk: still serving, but not losing it silently
+        return json_error(503, "degraded",
+                          "; ".join(f"{k}: {v}" for k, v in sorted(degraded.items())))
     # a broken registry file does not make the gateway unready: it serves the last good one
     return web.json_response({"status": "ready", "functions": len(gw.functions),
                               "registry_error": gw.registry_error})

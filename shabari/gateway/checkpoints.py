@@ -1,13 +1,31 @@
 """Durability of what the gateway learned: model checkpoints on disk, restore at start.
 
 Only a `LearningPolicy` has models to save; any other policy (a static baseline) makes every
-method here a no-op. Checkpoints are written atomically in a worker thread, so a crash leaves
-either the old or the new file, and the event loop never blocks on the disk.
+method here a no-op. With a state dir, every function's model lives in
+`state_dir/models/<function>.ckpt`; the gateway writes the models that changed every
+`checkpoint_interval_s` (default 30 s, DESIGN 4.3) and once more at shutdown, so a SIGKILL or
+a lost node costs at most one interval of learning.
+
+Writes are atomic and durable (temp file in the same directory, fsync, rename, fsync of the
+directory) and run in a worker thread: a crash mid-write leaves the previous checkpoint, never
+a torn one, and the event loop never blocks on the disk. A write that fails (disk full,
+read-only volume) is logged, counted and retried at the next interval; it never raises into
+the caller, so a full disk stops neither the gateway nor its shutdown (`healthy` is False
+until a write succeeds again: `/readyz` says so).
+
+Restoring is validated by the policy (bad magic, checksum, truncated model bytes, impossible
+counters all raise). A refused checkpoint is reported loudly (an ERROR line naming the file and
+why), moved aside to `<function>.ckpt.rejected` for inspection, and the function starts from
+scratch: a bad file must not keep the gateway down, nor be overwritten silently.
+
+Function names reach file names here; they are DNS-1123 labels (checked at load), and `path`
+checks again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -16,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from shabari.agent.policy import LearningPolicy, Policy
-from shabari.core import FunctionName, ShabariError
+from shabari.core import FunctionName, ShabariError, check_function_name
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +53,19 @@ class Checkpoints:
         self.touched: set[str] = set()
         #: function -> model version restored at start
         self.restored: dict[str, int] = {}
+        #: function -> model version at its last successful write (or restore)
+        self.written: dict[str, int] = {}
+        #: checkpoint rounds with a failed write; False from one until a write succeeds again
+        self.errors = 0
+        self.healthy = True
+        self.last_error: str | None = None
 
     def path(self, function: str) -> Path | None:
         d = self.directory
-        return None if d is None else d / f"{function}.ckpt"
+        if d is None:
+            return None
+        check_function_name(function)  # never a path outside `directory`
+        return d / f"{function}.ckpt"
 
     def learning_state(self, function: str) -> dict[str, Any]:
         if self.learner is None:
@@ -50,35 +77,59 @@ class Checkpoints:
         return int(v) if isinstance(v, int | float) else 0
 
     async def restore(self, functions: Iterable[str]) -> None:
-        """Load each function's checkpoint when there is one (a corrupt one is skipped)."""
+        """Load each function's checkpoint when there is one; an invalid one is refused
+        loudly and moved aside (see the module doc)."""
         if self.learner is None:
             return
         for name in functions:
             path = self.path(name)
             if path is None or not path.exists():
                 continue
-            data = await asyncio.to_thread(path.read_bytes)
             try:
+                data = await asyncio.to_thread(path.read_bytes)
                 self.learner.restore(FunctionName(name), data)
-            except Exception as exc:  # a corrupt checkpoint must not keep the gateway down
-                log.warning("checkpoint %s not restored (%s); starting %s from scratch",
-                            path, exc, name)
+            except (ShabariError, OSError, ValueError) as exc:
+                aside = path.with_name(path.name + ".rejected")
+                with contextlib.suppress(OSError):
+                    os.replace(path, aside)
+                log.error("checkpoint %s REFUSED (%s): %s starts from scratch; the file is "
+                          "kept as %s", path, exc, name, aside.name)
                 continue
             self.touched.add(name)
-            self.restored[name] = self.model_version(name)
+            self.restored[name] = self.written[name] = self.model_version(name)
 
-    async def write_all(self) -> list[Path]:
-        """Write every touched function's model to `<directory>/<function>.ckpt`."""
+    async def write_all(self, *, force: bool = True) -> list[Path]:
+        """Write touched functions' models to `<directory>/<function>.ckpt`: all of them, or
+        with `force=False` only those whose model version changed since their last write.
+        Never raises for I/O: a failure is logged and counted, and retried next time."""
         written: list[Path] = []
-        if self.learner is None:
+        if self.learner is None or self.directory is None:
             return written
+        failed: str | None = None
         for name in sorted(self.touched):
-            path = self.path(name)
-            if path is None:
+            version = self.model_version(name)
+            if not force and self.written.get(name) == version:
                 continue
-            data = self.learner.checkpoint(FunctionName(name))
-            await asyncio.to_thread(atomic_write, path, data)
+            path = self.path(name)
+            assert path is not None
+            try:
+                data = self.learner.checkpoint(FunctionName(name))
+                await asyncio.to_thread(atomic_write, path, data)
+            except (ShabariError, OSError) as exc:
+                failed = f"{name}: {type(exc).__name__}: {exc}"
+                continue
+            self.written[name] = version
             written.append(path)
+        if failed is None:
+            if not self.healthy:
+                log.info("checkpoints are written to %s again", self.directory)
+            self.healthy, self.last_error = True, None
+        else:
+            self.errors += 1
+            if self.healthy:
+                log.error("checkpoint write failed in %s (%s); retried every interval",
+                          self.directory, failed)
+            self.healthy, self.last_error = False, failed
         return written
 
     def refit(self, function: str) -> None:
@@ -98,7 +149,27 @@ class Checkpoints:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` so that a reader (or a crash) sees the old or the new bytes,
+    never a mix; durable once this returns."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # not every filesystem can fsync a directory
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)

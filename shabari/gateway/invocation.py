@@ -30,6 +30,7 @@ from shabari.core import (
     Placement,
     PlacementKind,
     PodId,
+    PodLostError,
     ShabariError,
     Size,
 )
@@ -52,6 +53,10 @@ class Featurize(Protocol):
     def __call__(
         self, body: bytes, content_type: str | None, kind: str, options: Mapping[str, object]
     ) -> dict[str, float]: ...
+
+
+#: placements tried for one attempt when the pods it lands on turn out dead while idle
+MAX_LOST_PODS = 3
 
 
 def outcome_of(exc: BackendError, latency_ms: float) -> Outcome:
@@ -139,21 +144,37 @@ class InvocationPath:
         decision_s = t_decided - t_start
         held_s = 0.0
         try:
-            placement, pod_id, pod_size, cold_ms, t_commit = await self._place(spec, decision)
-            if placement.pod_id is None:
-                placement = dataclasses.replace(placement, pod_id=pod_id)
-            try:
-                result = await self.backend.invoke(
-                    pod_id, body, content_type, self.config.invoke_timeout_s)
-            except BackendError as exc:
+            lost = 0
+            failure: BackendError | None = None
+            while True:
+                placement, pod_id, pod_size, cold_ms, t_commit = await self._place(
+                    spec, decision)
+                if placement.pod_id is None:
+                    placement = dataclasses.replace(placement, pod_id=pod_id)
+                try:
+                    result = await self.backend.invoke(
+                        pod_id, body, content_type, self.config.invoke_timeout_s)
+                    break
+                except PodLostError as exc:
+                    # the pod had died while idle: nothing ran, the size is not to blame
+                    await self.pool.discard(pod_id, self.now())
+                    self.metrics.pods_lost.labels(fn).inc()
+                    lost += 1
+                    log.warning("%s; placing %s again (%d/%d)", exc, fn, lost, MAX_LOST_PODS)
+                    if lost >= MAX_LOST_PODS:
+                        raise
+                except BackendError as exc:
+                    failure = exc
+                    break
+            if failure is not None:
                 t_end = self._clock()
                 latency_ms = (t_end - t_decided) * 1000.0
                 held_s = t_end - t_commit
-                error = exc
-                raw = outcome_of(exc, latency_ms)
+                error = failure
+                raw = outcome_of(failure, latency_ms)
                 outcome = dataclasses.replace(
                     raw, latency_ms=latency_ms, cold_start=placement.cold_start,
-                    cold_start_ms=cold_ms, detail=raw.detail or str(exc))
+                    cold_start_ms=cold_ms, detail=raw.detail or str(failure))
                 await self.pool.discard(pod_id, self.now())
             else:
                 t_end = self._clock()

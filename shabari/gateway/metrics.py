@@ -112,6 +112,10 @@ class GatewayMetrics:
             "shabari_decision_log_dropped",
             "Decision records lost because the log could not be written (disk full)",
             registry=r)
+        self.pods_lost = Counter(
+            "shabari_pods_lost",
+            "Pods found dead while idle when an invocation came (run again on a fresh pod)",
+            ["function"], registry=r)
         self.checkpoints = Counter(
             "shabari_checkpoints", "Model checkpoint writes, by result (ok, error)",
             ["result"], registry=r)

@@ -113,8 +113,11 @@ class Gateway:
             config=self.config, stats=self.stats, metrics=self.metrics,
             accounting=self.accounting, checkpoints=self.checkpoints, clock=clock, now=self.now,
             after=self.after)
-        self.sweeper = KeepAliveSweeper(self.pool, self.decisions, self.now,
-                                        self.config.sweep_interval_s)
+        self.sweeper = KeepAliveSweeper(
+            self.pool, self.decisions, self.now, self.config.sweep_interval_s,
+            checkpoints=self.checkpoints,
+            checkpoint_interval_s=self.config.checkpoint_interval_s, metrics=self.metrics,
+            settle=self.settle)
         self.ready = False
         #: the last registry reload's error (None: the file in use is the one on disk)
         self.registry_error: str | None = None
@@ -129,6 +132,12 @@ class Gateway:
     @property
     def scheduler(self) -> Scheduler:
         return self.pool.scheduler
+
+    @property
+    def degraded(self) -> dict[str, str]:
+        """Background duties failing now (decision log, checkpoints, sweep -> error); while
+        any is, `/readyz` answers 503."""
+        return self.sweeper.degraded
 
     @property
     def restored(self) -> dict[str, int]:
@@ -161,14 +170,22 @@ class Gateway:
         if not drained:
             log.warning("shutdown: %d invocations still running after %.0fs",
                         self.admission.running, self.config.drain_timeout_s)
+        # each step runs whatever the previous one met (a full disk must not leave pods
+        # running or cgroups behind): checkpoints and the decision log never raise for I/O
         await self.sweeper.stop()
-        self.settle()
         try:
-            await self.checkpoint_all()
-        finally:
-            self.pool.close_ledger(self.now())
+            self.settle()
+        except Exception:
+            log.exception("shutdown: learning still queued behind responses was not applied")
+        await self.checkpoint_all()
+        if not self.checkpoints.healthy:
+            log.error("shutdown: models not all checkpointed: %s", self.checkpoints.last_error)
+        self.pool.close_ledger(self.now())
+        try:
             await self.backend.close()
-            self.decisions.close()
+        except Exception:
+            log.exception("shutdown: the backend did not close cleanly")
+        self.decisions.close()
 
     async def checkpoint_all(self) -> list[Path]:
         """Write every touched function's model to `state_dir/models/<function>.ckpt`."""
