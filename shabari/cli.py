@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML file whose 'backend:' options override --config's (the chart's)")
     p.add_argument("--registry-poll", type=float, default=None,
                    help="seconds between checks of --config for changes (default 5; 0: never)")
+    p.add_argument("--invoke-timeout", type=float, default=None,
+                   help="seconds an invocation may run, its input upload included (default 60)")
+    p.add_argument("--body-timeout", type=float, default=None,
+                   help="seconds a request body may take to arrive (default 30; then 408)")
+    p.add_argument("--body-memory-mib", type=float, default=None,
+                   help="request bodies held in memory at once, all together (default 128)")
+    p.add_argument("--drain-timeout", type=float, default=None,
+                   help="seconds a SIGTERM waits for admitted requests (default 60)")
     p.add_argument("--checkpoint-interval", type=float, default=None,
                    help="seconds between model checkpoints into --state-dir (default 30)")
     p.add_argument("--max-connections", type=int, default=None,

@@ -233,10 +233,14 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             knobs[key] = value
     for arg, key in (("checkpoint_interval", "checkpoint_interval_s"),
-                     ("max_connections", "max_connections")):
+                     ("max_connections", "max_connections"),
+                     ("invoke_timeout", "invoke_timeout_s"), ("body_timeout", "body_timeout_s"),
+                     ("drain_timeout", "drain_timeout_s")):
         value = getattr(args, arg, None)
         if value is not None:
             knobs[key] = value
+    if getattr(args, "body_memory_mib", None) is not None:
+        knobs["body_memory_bytes"] = round(args.body_memory_mib * 1024 * 1024)
     token = auth_token(getattr(args, "auth_token_file", None))
     config = GatewayConfig(state_dir=Path(state_dir) if state_dir else None, auth_token=token,
                            **knobs)

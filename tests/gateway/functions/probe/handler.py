@@ -1,5 +1,5 @@
 """Gateway test probe: `{"mb": N}` allocates and touches N MiB, `{"sleep": S}` sleeps S seconds,
-`{"fail": true}` raises; anything that is not a JSON object is echoed back as its length."""
+`{"fail": true, "say": S}` raises (S in its message); anything that is not a JSON object is echoed back as its length."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def handle(body: bytes, content_type: str, ctx: Any) -> tuple[bytes, str]:
     if not isinstance(req, dict):
         return json.dumps({"echo_bytes": len(body)}).encode(), "application/json"
     if req.get("fail"):
-        raise RuntimeError("probe asked to fail")
+        raise RuntimeError(f"probe asked to fail {req.get('say', '')}".strip())
     held = b""
     mb = int(req.get("mb", 0))
     if mb:
