@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from harness import PROBE, ROOT, cgroup_trees, fill, wait_until
 
-
 MAGIC = len(b"SHABARI-AGENT-1\n")
 
 
