@@ -584,11 +584,21 @@ class ShabariAgent:
             prior_updates = int(meta["prior_updates"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError("corrupt Shabari agent checkpoint", detail=str(exc)) from exc
+        _check_counters(fs, prior_updates, cold_prior)
         if prior_updates > self._prior.updates:
             try:
                 prior = SharedPrior.load(vw_bytes, self.config.vw)
             except RuntimeError as exc:
                 raise ConfigError("corrupt VW model in checkpoint", detail=str(exc)) from exc
+            # a checksum only proves the bytes are the ones written with it: VW reads a
+            # truncated model without complaint (missing weights become zeros) but saves it
+            # back shorter; a whole model saves back to its own length
+            resaved = len(prior.save())
+            if resaved != len(vw_bytes):
+                prior.close()
+                raise ConfigError("corrupt VW model in checkpoint",
+                                  detail=f"{len(vw_bytes)} model bytes read back as {resaved}: "
+                                         "truncated or padded")
             prior.updates = prior_updates
             self._prior.close()
             self._prior = prior
@@ -596,6 +606,28 @@ class ShabariAgent:
             self._cold_prior = cold_prior
         self._fns[function] = fs
         self._keys[function] = key
+
+
+#: counters beyond this are not from a real run (2**53: exact in a JSON number)
+_MAX_COUNT = 1 << 53
+
+
+def _check_counters(fs: FunctionState, prior_updates: int, cold_prior: float) -> None:
+    """Refuse a checkpoint whose counters no run could have produced."""
+    counts = {"outcomes": fs.outcomes, "model_version": fs.model_version,
+              "fmean_n": fs.fmean_n, "prior_updates": prior_updates}
+    for key, b in fs.bins.items():
+        counts.update({f"bins[{key}].n": min(b.n, default=0), f"bins[{key}].mem_ok": b.mem_ok,
+                       f"bins[{key}].mem_oom": b.mem_oom})
+    problems = [f"{k} {v}" for k, v in counts.items() if not 0 <= v < _MAX_COUNT]
+    # (uf_mean is -1 until a first measurement)
+    reals = {"cold_ms": (fs.cold_ms, 0.0), "uf_mean": (fs.uf_mean, -1.0),
+             "max_need": (fs.max_need, 0.0), "cold_prior": (cold_prior, 0.0)}
+    problems += [f"{k} {v}" for k, (v, low) in reals.items()
+                 if not (math.isfinite(v) and v >= low)]
+    if problems:
+        raise ConfigError("corrupt Shabari agent checkpoint",
+                          detail="impossible counters: " + ", ".join(problems[:5]))
 
 
 def _parse_checkpoint(data: bytes) -> tuple[dict[str, Any], bytes]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from harness import PROBE, ROOT, cgroup_trees, fill, wait_until
 
-MAGIC = len(b"SHABARI-AGENT-1\n")
+MAGIC = len(b"SHABARI-AGENT-2\n")
 
 
 def outcomes(gw) -> int:
@@ -51,7 +51,7 @@ class TestSigkill:
         assert before == 12
         ckpt = gw.state_dir / "models" / "probe.ckpt"
         # within an interval (and no shutdown) the file holds every outcome so far
-        assert wait_until(lambda: checkpoint_meta(ckpt).get("outcomes") == before, 20)
+        assert wait_until(lambda: checkpoint_meta(ckpt).get("function", {}).get("outcomes") == before, 20)
         gw.kill()
         again = gateway(args=("--checkpoint-interval", "1"))
         assert outcomes(again) == before
@@ -130,7 +130,7 @@ class TestBadState:
         data = ckpt.read_bytes()
         meta = checkpoint_meta(ckpt)
         (n,) = struct.unpack_from(">I", data, MAGIC)
-        meta["outcomes"] = -7
+        meta["function"]["outcomes"] = -7
         header = json.dumps(meta).encode()
         ckpt.write_bytes(data[:MAGIC] + struct.pack(">I", len(header)) + header
                          + data[MAGIC + 4 + n:])
