@@ -25,7 +25,9 @@ from shabari.core.errors import (
 from shabari.core.ids import DecisionId, FunctionName, NodeId, PodId
 from shabari.core.spec import (
     MEMORY_FLOOR_MIB,
+    MODES,
     SLO,
+    Exploration,
     FunctionSpec,
     Size,
     size_grid,
@@ -42,6 +44,7 @@ from shabari.core.units import format_cpu, format_memory, parse_cpu, parse_memor
 
 __all__ = [
     "MEMORY_FLOOR_MIB",
+    "MODES",
     "SLO",
     "AdmissionError",
     "BackendError",
@@ -53,6 +56,7 @@ __all__ = [
     "Decision",
     "DecisionContext",
     "DecisionId",
+    "Exploration",
     "FunctionFailedError",
     "FunctionName",
     "FunctionSpec",

@@ -83,6 +83,33 @@ class SLO:
         return self.slowdown * best_latency_ms
 
 
+#: how a function's sizes are applied (DESIGN 4.8); `Recommend` decides and learns but runs
+#: every invocation at the function's own size (`FunctionSpec.own_size`)
+MODES = ("InPlace", "Variants", "Recommend", "Off")
+
+
+@dataclass(frozen=True, slots=True)
+class Exploration:
+    """Bounds on the learning policy's exploration (the CRD's `spec.exploration`).
+
+    `enabled=False`: always the size the model estimates best (probability 1).
+    `warmup_invocations`: outcomes at the safe size before the model decides (None: the
+    policy's own default). `rate`: at most this share of decisions deviate from the best
+    size (None: the policy's own exploration).
+    """
+
+    enabled: bool = True
+    warmup_invocations: int | None = None
+    rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.warmup_invocations is not None and self.warmup_invocations < 0:
+            raise SpecError(f"must be >= 0, got {self.warmup_invocations}",
+                            field="exploration.warmupInvocations")
+        if self.rate is not None and not 0.0 <= self.rate <= 1.0:
+            raise SpecError(f"must be in [0, 1], got {self.rate}", field="exploration.rate")
+
+
 def size_grid(
     cpu_millicores: Iterable[int], memory_mib: Iterable[int], gpu: Iterable[int] = (0,)
 ) -> tuple[Size, ...]:
@@ -104,6 +131,9 @@ class FunctionSpec:
     gpu_capable: bool = False
     default_size: Size | None = None
     memory_floor_mib: int = MEMORY_FLOOR_MIB
+    #: one of MODES; only `Recommend` changes what the gateway runs
+    mode: str = "InPlace"
+    exploration: Exploration = field(default_factory=Exploration)
     #: derived once in __post_init__ (read on every decision and every cost)
     _largest: Size = field(init=False, repr=False, compare=False)
 
@@ -126,6 +156,9 @@ class FunctionSpec:
                 raise SpecError(
                     f"size {s} has a GPU but the function is not GPU-capable", field="sizes.gpu"
                 )
+        if self.mode not in MODES:
+            raise SpecError(f"must be one of {', '.join(MODES)}, got {self.mode!r}",
+                            field="mode")
         if self.default_size is not None and self.default_size not in seen:
             raise SpecError(f"default size {self.default_size} is not in the grid",
                             field="defaultSize")
@@ -144,6 +177,12 @@ class FunctionSpec:
     @property
     def safe_default(self) -> Size:
         return self.default_size if self.default_size is not None else self.largest
+
+    @property
+    def recommend_only(self) -> bool:
+        """Recommend mode: decide and learn, but run every invocation at `safe_default`
+        (the target's own size, which the operator sets as the default size)."""
+        return self.mode == "Recommend"
 
     @property
     def cpu_options(self) -> tuple[int, ...]:

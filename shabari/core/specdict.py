@@ -10,6 +10,8 @@ FunctionSizingPolicy CRD schema, DESIGN 4.8), parsed here once:
     resourcePolicy: {minAllowed: {cpu, memory}, maxAllowed: {cpu, memory}}   (instead of sizes)
     defaultSize: {cpu: "1", memory: "512Mi", gpu: 0}
     gpuCapable: true
+    mode:       InPlace | Variants | Recommend | Off        (default InPlace)
+    exploration: {enabled: true, warmupInvocations: 40, rate: 0.1}   (all optional)
 
 Every error is a `SpecError` whose field is the dotted path of the offending value.
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 from shabari.core.errors import SpecError
 from shabari.core.ids import FunctionName
-from shabari.core.spec import SLO, FunctionSpec, Size, size_grid
+from shabari.core.spec import SLO, Exploration, FunctionSpec, Size, size_grid
 from shabari.core.units import format_cpu, format_memory, parse_cpu, parse_memory
 
 
@@ -121,6 +123,29 @@ def parse_sizes(data: Mapping[str, Any], path: str = "") -> tuple[Size, ...]:
     raise SpecError("set sizes or resourcePolicy", field=path or "spec")
 
 
+def parse_exploration(value: object, field: str = "exploration") -> Exploration:
+    data = _mapping(value, field)
+    unknown = set(data) - {"enabled", "warmupInvocations", "rate"}
+    if unknown:
+        raise SpecError(f"unknown keys {sorted(unknown)}", field=field)
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise SpecError(f"must be true or false, got {enabled!r}", field=f"{field}.enabled")
+    warmup = data.get("warmupInvocations")
+    if warmup is not None:
+        number = _number(warmup, f"{field}.warmupInvocations")
+        if number != int(number):
+            raise SpecError(f"must be a whole number, got {warmup!r}",
+                            field=f"{field}.warmupInvocations")
+        warmup = int(number)
+    rate = data.get("rate")
+    try:
+        return Exploration(enabled, warmup,
+                           None if rate is None else _number(rate, f"{field}.rate"))
+    except SpecError as exc:
+        raise SpecError(exc.reason, field=exc.field.replace("exploration", field, 1)) from None
+
+
 def parse_size(value: object, field: str) -> Size:
     data = _mapping(value, field)
     return Size(
@@ -166,6 +191,11 @@ def spec_from_mapping(name: str, data: Mapping[str, Any], path: str = "") -> Fun
     default = None
     if data.get("defaultSize") is not None:
         default = parse_size(data["defaultSize"], _field(path, "defaultSize"))
+    mode = data.get("mode", "InPlace")
+    if not isinstance(mode, str):
+        raise SpecError(f"must be a string, got {mode!r}", field=_field(path, "mode"))
+    exploration = (Exploration() if data.get("exploration") is None
+                   else parse_exploration(data["exploration"], _field(path, "exploration")))
     try:
         return FunctionSpec(
             name=FunctionName(name),
@@ -175,6 +205,8 @@ def spec_from_mapping(name: str, data: Mapping[str, Any], path: str = "") -> Fun
             featurizer_options=options,
             gpu_capable=gpu_capable,
             default_size=default,
+            mode=mode,
+            exploration=exploration,
         )
     except SpecError as exc:
         if not path:
@@ -202,4 +234,14 @@ def spec_to_mapping(spec: FunctionSpec) -> dict[str, Any]:
         d = spec.default_size
         out["defaultSize"] = {"cpu": format_cpu(d.cpu_millicores),
                               "memory": format_memory(d.memory_mib), "gpu": d.gpu}
+    if spec.mode != "InPlace":
+        out["mode"] = spec.mode
+    if spec.exploration != Exploration():
+        e = spec.exploration
+        exploration: dict[str, Any] = {"enabled": e.enabled}
+        if e.warmup_invocations is not None:
+            exploration["warmupInvocations"] = e.warmup_invocations
+        if e.rate is not None:
+            exploration["rate"] = e.rate
+        out["exploration"] = exploration
     return out

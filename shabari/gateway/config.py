@@ -25,7 +25,8 @@ import yaml
 from shabari.core import ConfigError, FunctionSpec, SpecError, spec_from_mapping
 
 #: keys of a function entry that belong to the backend, not to the spec schema
-BACKEND_KEYS = frozenset({"directory", "handler", "perfTable", "description"})
+BACKEND_KEYS = frozenset({"directory", "handler", "perfTable", "description", "namespace",
+                          "target"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,10 @@ class FunctionEntry:
     handler: str | None = None
     perf_table: Path | None = None
     description: str = ""
+    #: on Kubernetes: the namespace and workload the operator published this function for
+    #: (its name is qualified by the namespace outside the operator's home namespace)
+    namespace: str | None = None
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,8 @@ def entries_from_mapping(data: object, source: str = "config") -> dict[str, Func
             handler=_opt_str(raw.get("handler"), f"functions.{name}.handler", source),
             perf_table=_opt_path(raw.get("perfTable"), f"functions.{name}.perfTable", source),
             description=str(raw.get("description", "")),
+            namespace=_opt_str(raw.get("namespace"), f"functions.{name}.namespace", source),
+            target=_opt_str(raw.get("target"), f"functions.{name}.target", source),
         )
     return out
 
@@ -198,6 +205,8 @@ def _rebase_entries(entries: Mapping[str, FunctionEntry], base: Path
             handler=e.handler,
             perf_table=_rebase(e.perf_table, base),
             description=e.description,
+            namespace=e.namespace,
+            target=e.target,
         )
         for name, e in entries.items()
     }

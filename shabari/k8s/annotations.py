@@ -3,11 +3,14 @@
 Users who do not write a FunctionSizingPolicy annotate their workload instead:
 
     shabari.dev/slo-latency-ms: "200"          or  shabari.dev/slo-slowdown: "1.5"
-    shabari.dev/sizes: "cpu=250m,500m,1,2;memory=256Mi,512Mi,1Gi"   (optionally ;gpu=0,1)
-    shabari.dev/featurizer: image
+    shabari.dev/sizes: "cpu=250m,500m,1,2;memory=256Mi,512Mi,1Gi"   (optional; ;gpu=0,1)
+    shabari.dev/featurizer: image              (optional; default auto)
     shabari.dev/gpu: "true"                    (GPU-capable: adds a 1-GPU variant of each size)
-    shabari.dev/mode: InPlace | Variants | Off (extension; default InPlace on a Deployment,
-                      Variants on a Knative Service: it cannot resize in place)
+    shabari.dev/mode: InPlace | Variants | Recommend | Off   (optional; default InPlace on a
+                      Deployment, Variants on a Knative Service: it cannot resize in place)
+
+One SLO annotation is enough: without `shabari.dev/sizes` the grid is derived from the
+container's requests and limits (`shabari.k8s.sizing`).
 
 The annotations are turned into the shared spec mapping and validated by the same parser as
 a FunctionSizingPolicy (`core.specdict`), so errors name the same fields; the message also
@@ -130,19 +133,30 @@ def _annotation_error(exc: SpecError) -> SpecError:
 
 
 def policy_spec_from_annotations(
-    name: str, annotations: Mapping[str, str], known_featurizers: Collection[str] | None
+    name: str, annotations: Mapping[str, str], known_featurizers: Collection[str] | None,
+    derived: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validated `.spec` mapping (without targetRef) for a derived FunctionSizingPolicy.
 
+    Without `shabari.dev/sizes` the returned mapping has no grid (the operator derives it
+    from the target when it reconciles the policy); `derived` is that grid
+    (`sizing.derived_sizes`), used here only to validate the rest against it.
     Raises `SpecError` whose field is the annotation to fix, e.g.
     `shabari.dev/sizes: sizes.cpu[1]: invalid CPU quantity '2x' (expected e.g. 250m, 1, 1.5)`.
     """
     try:
         data = mapping_from_annotations(annotations)
+        if SLO_LATENCY_MS not in annotations and SLO_SLOWDOWN not in annotations \
+                and SIZES not in annotations:
+            raise SpecError(f"set {SLO_LATENCY_MS} or {SLO_SLOWDOWN} (one SLO annotation is "
+                            "enough)", field="slo")
+        checked = dict(data)
         if "sizes" not in data:
-            raise SpecError(f"is required (e.g. {SIZES}: cpu=250m,1;memory=256Mi,1Gi)",
-                            field="sizes")
-        spec = spec_from_mapping(name, data)
+            if data.get("gpuCapable"):
+                raise SpecError(f"a GPU-capable function needs {SIZES} with gpu=...",
+                                field="gpu")
+            checked.update(derived or {"sizes": {"cpu": ["1"], "memory": ["1Gi"]}})
+        spec = spec_from_mapping(name, checked)
         if known_featurizers is not None:
             spec.check_featurizer(known_featurizers)
     except SpecError as exc:

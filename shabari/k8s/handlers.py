@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -31,6 +32,7 @@ from shabari.k8s.annotations import has_shabari_annotations, policy_spec_from_an
 from shabari.k8s.gateway import fetch_functions
 from shabari.k8s.kube import APIForbiddenError, Kube
 from shabari.k8s.settings import REGISTRY_KEY, OperatorSettings
+from shabari.k8s.sizing import derived_sizes, needs_derived_sizes, target_container
 from shabari.k8s.types import (
     API_VERSION,
     GROUP,
@@ -63,6 +65,13 @@ def _lock(memo: Any) -> asyncio.Lock:
     return lock
 
 
+def _kube(memo: Any) -> Kube:
+    kube = getattr(memo, "kube", None)
+    if not isinstance(kube, Kube):
+        raise kopf.TemporaryError("the operator's API client is not connected yet", delay=1)
+    return kube
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -81,6 +90,14 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     memo.shabari_settings = OperatorSettings.from_env()
     memo.registry_lock = asyncio.Lock()
     memo.warned = set()
+    memo.kube = await Kube.connect({"kubeconfig": os.environ.get("KUBECONFIG") or None})
+
+
+@kopf.on.cleanup()
+async def disconnect(*, memo: kopf.Memo, **_: Any) -> None:
+    kube = getattr(memo, "kube", None)
+    if isinstance(kube, Kube):
+        await kube.close()
 
 
 @kopf.on.login()
@@ -94,6 +111,16 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def derived_policies(*, namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], bool]:
     """Which workloads currently have a derived policy (saves an API call per event)."""
     return {(namespace or "", name): True}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def sizeless_policies(*, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+                      ) -> dict[tuple[str, str, str], str] | None:
+    """Policies whose grid is derived from their target: (namespace, kind, target) -> name."""
+    if not needs_derived_sizes(spec):
+        return None
+    ref = spec.get("targetRef") or {}
+    return {(namespace or "", str(ref.get("kind", "")), str(ref.get("name", ""))): name}
 
 
 # --------------------------------------------------------------------------- registry
@@ -135,8 +162,14 @@ async def prepare_platform(kube: Kube, cfg: OperatorSettings, body: PolicyBody,
 
     if plan.error is not None:
         return cond("False", plan.error_reason, "fix the spec first")
+    if plan.pending is not None:
+        return cond("False", "TargetNotFound", plan.pending)
     if plan.mode == "Off" or plan.spec is None:
         return cond("True", "ModeOff", "Shabari does not size this function")
+    if plan.mode == "Recommend":
+        return cond("True", "RecommendOnly",
+                    f"nothing is applied: every invocation runs at {plan.spec.safe_default}; "
+                    "the status shows what Shabari would choose")
     namespace = body.get("metadata", {}).get("namespace", "")
     ref = body.get("spec", {}).get("targetRef", {})
     api_version, kind, name = ref.get("apiVersion", ""), ref.get("kind", ""), ref.get("name", "")
@@ -224,10 +257,17 @@ async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Mem
                            logger: Log, **kwargs: Any) -> None:
     policy = cast(PolicyBody, dict(body))
     cfg = _cfg(memo)
-    kube = Kube(memo.kopf_settings, logger)
+    kube = _kube(memo)
     generation = policy.get("metadata", {}).get("generation")
-    plan = rc.plan_policy(policy, rc.known_featurizers())
-    previous = rc.function_name(cast(PolicyBody, kwargs.get("old") or {}))
+    derived, derive_error = await _derive(kube, cfg, policy)
+    plan = rc.plan_policy(policy, rc.known_featurizers(), derived, cfg.home_namespace)
+    if derive_error is not None and plan.error is None:
+        plan = rc.PolicyPlan(plan.function, plan.mode, None, derive_error, "InvalidTarget")
+    old_body = cast(PolicyBody, kwargs.get("old") or {})
+    if old_body and not old_body.get("metadata", {}).get("namespace"):
+        old_body["metadata"] = {**old_body.get("metadata", {}),
+                                "namespace": policy.get("metadata", {}).get("namespace", "")}
+    previous = rc.function_name(old_body, cfg.home_namespace) if old_body else ""
     if previous and previous != plan.function:  # retargeted: the old name is no longer ours
         await publish(kube, cfg, memo, previous, None, generation)
     if plan.error is not None:
@@ -253,9 +293,34 @@ async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Mem
     status = rc.base_status(plan, generation)
     status["conditions"] = rc.merge_conditions(old, conditions, _now())
     _write_status(patch, status)
-    if conditions[1].get("reason") == "TargetNotFound":
+    if conditions[1].get("reason") == "TargetNotFound" or plan.pending is not None:
         # kopf still applies the status patch; the handler runs again after the delay.
         raise kopf.TemporaryError(conditions[1].get("message", ""), delay=cfg.retry_s)
+
+
+async def _derive(kube: Kube, cfg: OperatorSettings, policy: PolicyBody
+                  ) -> tuple[dict[str, Any] | None, str | None]:
+    """The derived grid of a policy without sizes (None when it has sizes or no target yet),
+    or why the target's resources cannot be read."""
+    spec = policy.get("spec") or {}
+    if not needs_derived_sizes(spec) or spec.get("mode") == "Off":
+        return None, None
+    ref = spec.get("targetRef") or {}
+    api_version, kind, name = ref.get("apiVersion", ""), ref.get("kind", ""), ref.get("name")
+    if (api_version, kind) not in {(KNATIVE_API_VERSION, "Service"), ("apps/v1", "Deployment")}:
+        return None, (f"sizes: {api_version} {kind} targets need sizes or resourcePolicy "
+                      "(the grid is derived only from Knative Services and Deployments)")
+    if not name:
+        return None, None
+    target = await kube.get(api_version, kind, policy.get("metadata", {}).get("namespace", ""),
+                            name)
+    if target is None:
+        return None, None
+    try:
+        return derived_sizes(target_container(cast(WorkloadBody, target)),
+                             cfg.default_sizes), None
+    except SpecError as exc:
+        return None, f"target {kind} {name}: {exc}"
 
 
 def _same_condition(policy: PolicyBody, cond: Condition) -> bool:
@@ -277,8 +342,8 @@ async def delete_policy(*, body: kopf.Body, memo: kopf.Memo, logger: Log,
                         **_: Any) -> None:
     policy = cast(PolicyBody, dict(body))
     cfg = _cfg(memo)
-    kube = Kube(memo.kopf_settings, logger)
-    await publish(kube, cfg, memo, rc.function_name(policy), None, None)
+    kube = _kube(memo)
+    await publish(kube, cfg, memo, rc.function_name(policy, cfg.home_namespace), None, None)
     if cfg.variants_enabled:  # else there are none, and no RBAC to list them: never block
         await remove_variants(kube, policy)
 
@@ -307,7 +372,8 @@ async def refresh_stats(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
             cond = rc.condition(rc.GATEWAY_STATS, "Unknown", "GatewayUnreachable", str(exc),
                                 generation)
         else:
-            fields, cond = rc.stats_from_gateway(functions, rc.function_name(policy), generation)
+            fields, cond = rc.stats_from_gateway(
+                functions, rc.function_name(policy, cfg.home_namespace), generation)
     merged = rc.merge_conditions(old, [cond], _now())
     if any(old_status.get(k) != v for k, v in fields.items()) or merged != old:
         fields["conditions"] = merged
@@ -328,9 +394,13 @@ async def on_workload(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     annotations = meta.get("annotations") or {}
     wanted = event.get("type") != "DELETED" and has_shabari_annotations(annotations)
     derived: kopf.Index[tuple[str, str], bool] = kwargs["derived_policies"]
-    if not wanted and (namespace, name) not in derived:
+    sizeless: kopf.Index[tuple[str, str, str], str] = kwargs["sizeless_policies"]
+    followers = list(sizeless.get((namespace, str(workload.get("kind", "")), name), []))
+    if not wanted and (namespace, name) not in derived and not followers:
         return  # the common case: an unrelated workload, no API call
-    kube = Kube(memo.kopf_settings, logger)
+    kube = _kube(memo)
+    if followers and event.get("type") != "DELETED":
+        await _touch_followers(kube, memo, namespace, followers, workload)
     existing = await kube.get(API_VERSION, KIND, namespace, name)
     ours = existing is not None and _derived_from(existing, workload)
     if not wanted:
@@ -340,7 +410,9 @@ async def on_workload(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     error: str | None = None
     spec_data: dict[str, Any] | None = None
     try:
-        spec_data = policy_spec_from_annotations(name, annotations, rc.known_featurizers())
+        grid = derived_sizes(target_container(workload), _cfg(memo).default_sizes)
+        spec_data = policy_spec_from_annotations(name, annotations, rc.known_featurizers(),
+                                                 grid)
         if MODE_ANNOTATION not in annotations and workload.get("kind") == "Service":
             spec_data["mode"] = "Variants"  # what a Knative Service can do (no InPlace)
     except SpecError as exc:
@@ -363,6 +435,26 @@ async def on_workload(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
         patch = rc.derived_patch(cast(PolicyBody, existing), desired)
         if patch is not None:
             await kube.patch(API_VERSION, KIND, namespace, name, patch)
+
+
+async def _touch_followers(kube: Kube, memo: Any, namespace: str, policies: list[str],
+                           workload: WorkloadBody) -> None:
+    """Stamp the target's derived grid on each policy that derives its grid from it, so a
+    change of the container's requests or limits re-reconciles the policy (kopf reacts to
+    annotation changes)."""
+    try:
+        summary = rc.derived_summary(derived_sizes(target_container(workload),
+                                                   _cfg(memo).default_sizes))
+    except SpecError as exc:
+        summary = f"invalid: {exc}"
+    for policy_name in policies:
+        policy = await kube.get(API_VERSION, KIND, namespace, policy_name)
+        if policy is None:
+            continue
+        current = (policy.get("metadata", {}).get("annotations") or {}).get(rc.DERIVED_SIZES)
+        if current != summary:
+            await kube.patch(API_VERSION, KIND, namespace, policy_name,
+                             {"metadata": {"annotations": {rc.DERIVED_SIZES: summary}}})
 
 
 def _derived_from(policy: Mapping[str, Any], workload: WorkloadBody) -> bool:

@@ -1,24 +1,34 @@
-"""Asynchronous Kubernetes calls through kopf's own authenticated API client.
+"""Asynchronous Kubernetes calls for the operator, through the project's own REST client.
 
-The operator must never block its event loop, so it uses the aiohttp client kopf already
-runs (credentials from the `@kopf.on.login` handler, retries and backoff included) instead
-of the synchronous `kubernetes` package. This is the only module that touches kopf's
-client internals; the rest of the operator calls these few verbs.
+The operator must never block its event loop, so it uses `shabari.backends._k8s_api.KubeApi`
+(aiohttp, every call bounded by a timeout, failures mapped onto the project's error tree),
+the client the kubernetes and knative backends already use, instead of kopf's private client
+module. Credentials come from the same places kopf's own login uses (in-cluster service
+account, then $KUBECONFIG / ~/.kube/config), read once by the official `kubernetes` client's
+public configuration loaders (`KubeConfig.load`). The rest of the operator calls these verbs.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-import kopf
-from kopf._cogs.clients import api as kopf_api
-from kopf._cogs.clients import errors as kopf_errors
-
+from shabari.backends._k8s_api import (
+    MERGE_PATCH,
+    KubeApi,
+    KubeApiError,
+    KubeConfig,
+    KubeConflictError,
+    KubeForbiddenError,
+    KubeNotFoundError,
+)
 from shabari.core.errors import ConfigError
 
-MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+__all__ = ["PLURALS", "APIForbiddenError", "Kube", "KubeApiError", "collection_path",
+           "object_path"]
+
+#: 403: RBAC does not allow the verb (callers that can do without the object catch it)
+APIForbiddenError = KubeForbiddenError
 
 #: (apiVersion, kind) -> plural of every resource the operator reads or writes
 PLURALS: dict[tuple[str, str], str] = {
@@ -29,9 +39,6 @@ PLURALS: dict[tuple[str, str], str] = {
     ("serving.knative.dev/v1", "Route"): "routes",
     ("shabari.dev/v1alpha1", "FunctionSizingPolicy"): "functionsizingpolicies",
 }
-
-APIError = kopf_errors.APIError
-APIForbiddenError = kopf_errors.APIForbiddenError
 
 
 def collection_path(api_version: str, kind: str, namespace: str) -> str:
@@ -50,27 +57,32 @@ def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
 class Kube:
     """get / list / create / patch / delete for the resources in `PLURALS`."""
 
-    def __init__(self, settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
-        self._settings = settings
-        self._logger = logger
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
+
+    @classmethod
+    async def connect(cls, options: Mapping[str, object] | None = None) -> Kube:
+        """Load credentials (in-cluster, then kubeconfig) and open the connection pool."""
+        api = KubeApi(await KubeConfig.load(dict(options or {}), backend="operator"))
+        await api.start()
+        return cls(api)
+
+    async def close(self) -> None:
+        await self._api.close()
 
     async def get(self, api_version: str, kind: str, namespace: str,
                   name: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = await kopf_api.get(
-                object_path(api_version, kind, namespace, name),
-                settings=self._settings, logger=self._logger)
-        except kopf_errors.APINotFoundError:
+            return await self._api.get(object_path(api_version, kind, namespace, name))
+        except KubeNotFoundError:
             return None
-        return obj
 
     async def list(self, api_version: str, kind: str, namespace: str,
                    labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """Objects of a kind, filtered by labels here (not every server honours selectors)."""
         try:
-            rsp = await kopf_api.get(collection_path(api_version, kind, namespace),
-                                     settings=self._settings, logger=self._logger)
-        except kopf_errors.APINotFoundError:
+            rsp = await self._api.get(collection_path(api_version, kind, namespace))
+        except KubeNotFoundError:
             return []
         items: list[dict[str, Any]] = list(rsp.get("items") or [])
         if labels:
@@ -81,25 +93,20 @@ class Kube:
 
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         meta = body.get("metadata", {})
-        obj: dict[str, Any] = await kopf_api.post(
+        return await self._api.create(
             collection_path(str(body.get("apiVersion")), str(body.get("kind")),
-                            str(meta.get("namespace"))),
-            payload=dict(body), settings=self._settings, logger=self._logger)
-        return obj
+                            str(meta.get("namespace"))), dict(body))
 
     async def patch(self, api_version: str, kind: str, namespace: str, name: str,
                     patch: Mapping[str, Any]) -> dict[str, Any]:
-        obj: dict[str, Any] = await kopf_api.patch(
-            object_path(api_version, kind, namespace, name), payload=dict(patch),
-            headers=MERGE_PATCH, settings=self._settings, logger=self._logger)
-        return obj
+        return await self._api.patch(object_path(api_version, kind, namespace, name),
+                                     dict(patch), content_type=MERGE_PATCH)
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete; False if it was not there (idempotent)."""
         try:
-            await kopf_api.delete(object_path(api_version, kind, namespace, name),
-                                  settings=self._settings, logger=self._logger)
-        except kopf_errors.APINotFoundError:
+            await self._api.delete(object_path(api_version, kind, namespace, name))
+        except KubeNotFoundError:
             return False
         return True
 
@@ -116,7 +123,7 @@ class Kube:
             try:
                 await self.create(body)
                 return True
-            except kopf_errors.APIConflictError:
+            except KubeConflictError:
                 existing = await self.get(api_version, kind, namespace, name)
                 if existing is None:
                     raise

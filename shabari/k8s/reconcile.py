@@ -24,6 +24,7 @@ from shabari.core.errors import SpecError
 from shabari.core.spec import FunctionSpec, Size
 from shabari.core.specdict import spec_from_mapping, spec_to_mapping
 from shabari.core.units import format_cpu, format_memory
+from shabari.k8s import sizing
 from shabari.k8s.types import (
     API_VERSION,
     KIND,
@@ -51,6 +52,10 @@ POLICY_LABEL = "shabari.dev/policy"
 DERIVED_LABEL = "shabari.dev/derived-from"
 #: annotation on a derived policy: why the workload's annotations were rejected
 ANNOTATION_ERROR = "shabari.dev/annotation-error"
+#: annotation on a policy without sizes: the grid its target's container implies (written
+#: when the container changes, so the change re-reconciles the policy). Not under
+#: `shabari.dev/`: kopf keeps its own state there and ignores those annotations in diffs.
+DERIVED_SIZES = "sizing.shabari.dev/derived-grid"
 #: label naming a variant's size tag (as the knative backend labels its own variants)
 VARIANT_LABEL = "shabari.dev/variant"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "shabari-operator"}
@@ -85,13 +90,24 @@ class PolicyPlan:
     #: why the spec (or the annotations it came from) is invalid; None when valid
     error: str | None = None
     error_reason: str = ""
+    #: the grid is derived from the target, which could not be read yet (not an error)
+    pending: str | None = None
+    #: where the function lives: the policy's namespace and its target's name
+    namespace: str = ""
+    target: str = ""
 
     @property
     def registry_entry(self) -> dict[str, Any] | None:
-        """The gateway registry entry: exactly `spec_to_mapping`, or None (not served)."""
+        """The gateway registry entry: `spec_to_mapping` plus where the function lives
+        (`namespace`, `target`: backend keys of the gateway config), or None (not served)."""
         if self.spec is None or self.mode == "Off":
             return None
-        return spec_to_mapping(self.spec)
+        entry = spec_to_mapping(self.spec)
+        if self.namespace:
+            entry["namespace"] = self.namespace
+        if self.target:
+            entry["target"] = self.target
+        return entry
 
 
 def known_featurizers() -> Collection[str] | None:
@@ -105,16 +121,25 @@ def known_featurizers() -> Collection[str] | None:
     return {str(k) for k in kinds} | {"auto"}
 
 
-def function_name(body: PolicyBody) -> str:
-    """The gateway function a policy sizes: its target's name (the policy's name if none)."""
+def function_name(body: PolicyBody, home_namespace: str = "default") -> str:
+    """The gateway function a policy sizes: its target's name (the policy's name if none),
+    qualified by its namespace outside the home namespace (`sizing.function_name`)."""
+    meta = body.get("metadata", {})
     target = body.get("spec", {}).get("targetRef", {})
-    return str(target.get("name") or body.get("metadata", {}).get("name", ""))
+    name = str(target.get("name") or meta.get("name", ""))
+    return sizing.function_name(str(meta.get("namespace") or ""), name, home_namespace)
 
 
-def plan_policy(body: PolicyBody, known_featurizers: Collection[str] | None) -> PolicyPlan:
-    """Validate a policy through the shared parser (core.specdict); never raises."""
+def plan_policy(body: PolicyBody, known_featurizers: Collection[str] | None,
+                derived: Mapping[str, Any] | None = None,
+                home_namespace: str = "default") -> PolicyPlan:
+    """Validate a policy through the shared parser (core.specdict); never raises.
+
+    A policy without `sizes` and `resourcePolicy` takes `derived` (`sizing.derived_sizes`
+    of its target; an explicit `defaultSize` wins); without it the plan is `pending`.
+    """
     spec_data: Mapping[str, Any] = body.get("spec") or {}
-    name = function_name(body)
+    name = function_name(body, home_namespace)
     raw_mode = spec_data.get("mode", "InPlace")
     mode: Mode = raw_mode if raw_mode in MODES else "Off"
     annotation_error = body.get("metadata", {}).get("annotations", {}).get(ANNOTATION_ERROR)
@@ -127,15 +152,24 @@ def plan_policy(body: PolicyBody, known_featurizers: Collection[str] | None) -> 
     target = spec_data.get("targetRef")
     if not isinstance(target, Mapping) or not target.get("name") or not target.get("kind"):
         return PolicyPlan(name, mode, None, "targetRef: needs kind and name", "InvalidSpec")
-    if mode == "Off" and "sizes" not in spec_data and "resourcePolicy" not in spec_data:
-        return PolicyPlan(name, mode, None)
+    if not sizing.DNS1123_LABEL.match(name):
+        return PolicyPlan(name, mode, None, f"targetRef.name: {name!r} is not a DNS-1123 label",
+                          "InvalidSpec")
+    if sizing.needs_derived_sizes(spec_data):
+        if mode == "Off":
+            return PolicyPlan(name, mode, None)
+        if derived is None:
+            return PolicyPlan(name, mode, None, pending="the size grid is derived from the "
+                              "target's container, which could not be read yet")
+        spec_data = {**derived, **spec_data}
     try:
         spec = spec_from_mapping(name, spec_data)
         if known_featurizers is not None:
             spec.check_featurizer(known_featurizers)
     except SpecError as exc:
         return PolicyPlan(name, mode, None, str(exc), "InvalidSpec")
-    return PolicyPlan(name, mode, spec)
+    return PolicyPlan(name, mode, spec, namespace=str(body.get("metadata", {}).get(
+        "namespace") or ""), target=str(target.get("name")))
 
 
 # --------------------------------------------------------------------------- status
@@ -221,10 +255,13 @@ def base_status(plan: PolicyPlan, generation: int | None) -> PolicyStatus:
 def spec_condition(plan: PolicyPlan, generation: int | None) -> Condition:
     if plan.error is not None:
         return condition(SPEC_VALID, "False", plan.error_reason, plan.error, generation)
+    if plan.pending is not None:
+        return condition(SPEC_VALID, "Unknown", "SizesPending", plan.pending, generation)
     if plan.spec is None:
         return condition(SPEC_VALID, "True", "Off", "mode Off without a size grid", generation)
     return condition(SPEC_VALID, "True", "Valid",
-                     f"{len(plan.spec.sizes)} sizes, SLO {slo_summary(plan.spec)}", generation)
+                     f"{len(plan.spec.sizes)} sizes up to {plan.spec.largest}, "
+                     f"SLO {slo_summary(plan.spec)}", generation)
 
 
 # --------------------------------------------------------------------------- registry
@@ -340,6 +377,15 @@ def variant_resources(
 
 
 # --------------------------------------------------------------------------- derived policies
+
+
+def derived_summary(derived: Mapping[str, Any]) -> str:
+    """`cpu=250m,500m,1,2;memory=128Mi,...;default=2/1Gi`: a derived grid in one line."""
+    sizes = derived.get("sizes", {})
+    default = derived.get("defaultSize", {})
+    return (f"cpu={','.join(map(str, sizes.get('cpu', [])))};"
+            f"memory={','.join(map(str, sizes.get('memory', [])))};"
+            f"default={default.get('cpu', '')}/{default.get('memory', '')}")
 
 
 def derived_policy(

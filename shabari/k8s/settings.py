@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from shabari.core.errors import ConfigError
+from shabari.core.errors import ConfigError, SpecError
+from shabari.core.units import parse_cpu, parse_memory
+from shabari.k8s.sizing import DefaultSizes
 
 DEFAULT_REGISTRY_CONFIGMAP = "shabari-functions"
 REGISTRY_KEY = "functions.yaml"
@@ -40,6 +43,29 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _quantity(env: Mapping[str, str], name: str, default: int, parse: Any) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(parse(raw))
+    except SpecError as exc:
+        raise ConfigError(f"{name}: {exc.reason}") from None
+
+
+def _default_sizes(env: Mapping[str, str]) -> DefaultSizes:
+    d = DefaultSizes()
+    try:
+        return DefaultSizes(
+            min_cpu=_quantity(env, "SHABARI_DEFAULT_MIN_CPU", d.min_cpu, parse_cpu),
+            max_cpu=_quantity(env, "SHABARI_DEFAULT_MAX_CPU", d.max_cpu, parse_cpu),
+            min_memory=_quantity(env, "SHABARI_DEFAULT_MIN_MEMORY", d.min_memory, parse_memory),
+            max_memory=_quantity(env, "SHABARI_DEFAULT_MAX_MEMORY", d.max_memory, parse_memory),
+        )
+    except SpecError as exc:
+        raise ConfigError(f"SHABARI_DEFAULT_*: {exc.reason}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorSettings:
     """Where the registry goes, where the gateway is, and which modes are enabled."""
@@ -58,6 +84,10 @@ class OperatorSettings:
     inplace_enabled: bool = True
     #: may the operator create Knative Configurations and Routes for the Variants mode?
     variants_enabled: bool = True
+    #: bounds of the grids derived for policies without sizes (chart operator.defaultSizes)
+    default_sizes: DefaultSizes = field(default_factory=DefaultSizes)
+    #: functions in this namespace keep their plain name at the gateway (sizing.function_name)
+    home_namespace: str = "default"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -70,4 +100,6 @@ class OperatorSettings:
             retry_s=_seconds(env, "SHABARI_RETRY_S", 30.0),
             inplace_enabled=_flag(env, "SHABARI_INPLACE", True),
             variants_enabled=_flag(env, "SHABARI_VARIANTS", True),
+            default_sizes=_default_sizes(env),
+            home_namespace=env.get("SHABARI_HOME_NAMESPACE") or "default",
         )

@@ -16,8 +16,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 KNATIVE_API_VERSION = "serving.knative.dev/v1"
 
-Mode = Literal["InPlace", "Variants", "Off"]
-MODES: tuple[Mode, ...] = ("InPlace", "Variants", "Off")
+Mode = Literal["InPlace", "Variants", "Recommend", "Off"]
+#: the same names as `shabari.core.spec.MODES` (a test keeps the two equal)
+MODES: tuple[Mode, ...] = ("InPlace", "Variants", "Recommend", "Off")
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
@@ -66,6 +67,24 @@ class Allocation(TypedDict, total=False):
     defaultSize: str
 
 
+class Recommendation(TypedDict, total=False):
+    """Recommend mode (and every learning mode): what the gateway would choose.
+
+    `size` is the most frequent recommended size over the invocations so far ("" before any),
+    `sizes` the recommended sizes by share, and the savings compare the allocation of the
+    recommendations with the target's own size on the same invocations.
+    """
+
+    size: str
+    sizes: list[dict[str, Any]]
+    runSize: str
+    estimatedSavings: str
+    estimatedSavingsFraction: float
+    estimatedSloAttainment: float
+    observedSloAttainment: float
+    invocations: int
+
+
 class PolicyStatus(TypedDict, total=False):
     conditions: list[Condition]
     observedGeneration: int
@@ -76,6 +95,7 @@ class PolicyStatus(TypedDict, total=False):
     sloAttainment: float
     allocation: Allocation
     modelVersion: str
+    recommendation: Recommendation
 
 
 class PolicySpec(TypedDict, total=False):
@@ -157,3 +177,4 @@ class GatewayStats(TypedDict, total=False):
     slo_violations: int
     slo_attainment: float
     model_version: str
+    recommendation: dict[str, Any]

@@ -18,6 +18,12 @@ import yaml
 from shabari.core.specdict import spec_from_mapping
 from shabari.k8s.annotations import policy_spec_from_annotations
 from shabari.k8s.reconcile import known_featurizers, plan_policy
+from shabari.k8s.sizing import (
+    DefaultSizes,
+    derived_sizes,
+    needs_derived_sizes,
+    target_container,
+)
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shabari"
 CRD = yaml.safe_load((CHART / "crds" / "functionsizingpolicies.shabari.dev.yaml").read_text())
@@ -70,12 +76,15 @@ class TestCRDShape:
         assert spec["scope"] == "Namespaced"
         assert VERSION["name"] == "v1alpha1" and VERSION["subresources"] == {"status": {}}
         columns = {c["name"] for c in VERSION["additionalPrinterColumns"]}
-        assert {"Target", "SLO", "Mode", "Invocations", "SLO-Attainment", "Ready"} <= columns
+        assert {"Target", "SLO", "Mode", "Invocations", "SLO-Attainment", "Ready",
+                "Recommended", "Savings"} <= columns
+        mode = VERSION["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["mode"]
+        assert mode["enum"] == ["InPlace", "Variants", "Recommend", "Off"]
 
     def test_status_schema_holds_what_the_operator_writes(self) -> None:
         status = VERSION["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
         for key in ("conditions", "observedGeneration", "invocations", "sloAttainment",
-                    "allocation", "modelVersion", "function", "slo"):
+                    "allocation", "modelVersion", "function", "slo", "recommendation"):
             assert key in status
 
 
@@ -87,16 +96,26 @@ class TestExamples:
     def test_policy_matches_schema_and_parser(self, name: str, doc: dict[str, Any],
                                               validator: jsonschema.Draft4Validator) -> None:
         validator.validate(doc)
-        spec = spec_from_mapping(doc["spec"]["targetRef"]["name"], doc["spec"])
+        derived = None
+        if needs_derived_sizes(doc["spec"]):  # derived from the example's own target
+            target = next(d for _, d in SERVICES
+                          if d["metadata"]["name"] == doc["spec"]["targetRef"]["name"])
+            derived = derived_sizes(target_container(target), DefaultSizes())
+        spec = spec_from_mapping(doc["spec"]["targetRef"]["name"], {**(derived or {}),
+                                                                    **doc["spec"]})
         known = known_featurizers()
         assert known is not None
         spec.check_featurizer(known)
-        assert plan_policy(doc, known).error is None
+        plan = plan_policy(doc, known, derived)
+        assert plan.error is None and plan.spec == spec
 
     @pytest.mark.parametrize(("name", "doc"), SERVICES, ids=[n for n, _ in SERVICES])
     def test_annotated_service_parses(self, name: str, doc: dict[str, Any]) -> None:
-        data = policy_spec_from_annotations(doc["metadata"]["name"],
-                                            doc["metadata"]["annotations"], known_featurizers())
+        annotations = doc["metadata"].get("annotations") or {}
+        if not annotations:
+            return  # a plain target of a FunctionSizingPolicy example
+        data = policy_spec_from_annotations(doc["metadata"]["name"], annotations,
+                                            known_featurizers())
         assert data["slo"] == {"latencyMs": 300.0}
 
 

@@ -21,6 +21,25 @@ GRID = "cpu=250m,500m,1,2;memory=256Mi,512Mi,1Gi"
 KINDS = {"auto", "image", "video"}
 
 
+class TestOneAnnotationIsEnough:
+    def test_slo_only_needs_no_grid(self) -> None:
+        derived = {"sizes": {"cpu": ["250m", "2"], "memory": ["128Mi", "1Gi"]},
+                   "defaultSize": {"cpu": "2", "memory": "1Gi"}}
+        data = policy_spec_from_annotations("fn", {SLO_LATENCY_MS: "500", FEATURIZER: "image"},
+                                            KINDS, derived)
+        # the grid is not written: the operator derives it from the target when reconciling
+        assert data == {"slo": {"latencyMs": 500.0},
+                        "featurizer": {"type": "image", "options": {}}, "mode": "InPlace"}
+
+    def test_recommend_mode(self) -> None:
+        data = policy_spec_from_annotations("fn", {SLO_SLOWDOWN: "2", MODE: "Recommend"}, KINDS)
+        assert data["mode"] == "Recommend"
+
+    def test_derived_grid_still_validates_the_rest(self) -> None:
+        with pytest.raises(SpecError, match=r"shabari\.dev/featurizer: featurizer: unknown"):
+            policy_spec_from_annotations("fn", {SLO_LATENCY_MS: "5", FEATURIZER: "sonar"}, KINDS)
+
+
 class TestParsing:
     def test_design_example(self) -> None:
         data = policy_spec_from_annotations(
@@ -66,7 +85,9 @@ class TestErrors:
         ({SIZES: "cpu=1;cpu=2;memory=1Gi"}, "shabari.dev/sizes: sizes: cpu is given twice"),
         ({SIZES: "cpu=1,1;memory=1Gi"}, "shabari.dev/sizes: sizes.cpu: duplicate values"),
         ({SIZES: "cpu=1"}, "shabari.dev/sizes: sizes.memory: must be a list"),
-        ({SLO_LATENCY_MS: "200"}, "shabari.dev/sizes: sizes: is required"),
+        ({FEATURIZER: "image"}, "shabari.dev/slo-latency-ms / shabari.dev/slo-slowdown: slo: set "
+         "shabari.dev/slo-latency-ms or"),
+        ({SLO_LATENCY_MS: "200", GPU: "true"}, "shabari.dev/gpu: gpu: a GPU-capable function"),
         ({SIZES: GRID, SLO_LATENCY_MS: "fast"},
          "shabari.dev/slo-latency-ms: slo.latencyMs: must be a number, got 'fast'"),
         ({SIZES: GRID, SLO_LATENCY_MS: "-5"}, "shabari.dev/slo-latency-ms: slo.latencyMs: must"),

@@ -395,3 +395,162 @@ class TestWithoutKnative:
         await operator.wait(lambda: condition(operator.get(FSP, NS, "plain-app"), "Ready").get(
             "status") == "True", what="derived policy Ready without Knative")
         assert "plain-app" in registry(operator)
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+def _ns_path(resource: str, namespace: str, name: str | None = None) -> str:
+    group_version, _, plural = resource.rpartition("/")
+    prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+async def api_in(cluster: Cluster, namespace: str, method: str, resource: str,
+                 body: Any = None) -> Any:
+    async with aiohttp.ClientSession() as s, s.request(
+        method, cluster.url + _ns_path(resource, namespace), json=body) as rsp:
+        assert rsp.status < 300, await rsp.text()
+        return await rsp.json()
+
+
+def limited_service(name: str, namespace: str, annotations: dict[str, str],
+                    limits: dict[str, str] | None = None) -> dict[str, Any]:
+    body = knative_service(name, annotations)
+    body["metadata"]["namespace"] = namespace
+    body["metadata"]["uid"] = f"uid-{namespace}-{name}"
+    if limits is not None:
+        body["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": limits}
+    return body
+
+
+class TestOneAnnotationIsEnough:
+    async def test_slo_only_service_gets_a_grid_up_to_its_limits(self, operator: Cluster
+                                                                 ) -> None:
+        await api(operator, "POST", KSVC, body=limited_service(
+            "slim", NS, {"shabari.dev/slo-latency-ms": "500"}, {"cpu": "2", "memory": "1Gi"}))
+        fsp = await operator.wait(
+            lambda: (p := operator.get(FSP, NS, "slim"))
+            and condition(p, "Ready").get("status") == "True" and p, what="Ready")
+        assert "sizes" not in fsp["spec"] and "resourcePolicy" not in fsp["spec"]
+        assert condition(fsp, "SpecValid")["reason"] == "Valid"
+        allocation = fsp["status"]["allocation"]
+        assert (allocation["maxCpu"], allocation["maxMemory"]) == ("2", "1Gi")
+        assert (allocation["minCpu"], allocation["minMemory"]) == ("250m", "128Mi")
+        assert allocation["defaultSize"] == "cpu=2000m,mem=1024Mi"  # the container's own size
+        entry = registry(operator)["slim"]
+        assert entry["sizes"]["cpu"] == ["250m", "500m", "1", "2"]
+        assert entry["sizes"]["memory"] == ["128Mi", "256Mi", "512Mi", "1Gi"]
+        assert entry["slo"] == {"latencyMs": 500.0}
+
+        # raising the limit raises the grid's top: the derived grid follows the container
+        await api(operator, "PATCH", KSVC, "slim", {"spec": {"template": {"spec": {
+            "containers": [{"name": "user-container", "image": "example/fn:1",
+                            "resources": {"limits": {"cpu": "4", "memory": "1Gi"}}}]}}}})
+        await operator.wait(lambda: registry(operator).get("slim", {}).get("sizes", {}).get(
+            "cpu", [])[-1:] == ["4"], what="grid follows the new limit")
+
+    async def test_invalid_slo_value_gives_event_and_condition(self, operator: Cluster
+                                                               ) -> None:
+        await api(operator, "POST", KSVC, body=limited_service(
+            "typo", NS, {"shabari.dev/slo-latency-ms": "fast"}, {"cpu": "2", "memory": "1Gi"}))
+        fsp = await operator.wait(
+            lambda: (p := operator.get(FSP, NS, "typo")) and condition(p, "SpecValid") and p,
+            what="SpecValid condition")
+        cond = condition(fsp, "SpecValid")
+        assert (cond["status"], cond["reason"]) == ("False", "InvalidAnnotations")
+        assert cond["message"].startswith("shabari.dev/slo-latency-ms: slo.latencyMs")
+        events = await operator.wait(lambda: [
+            e for e in operator.events("InvalidAnnotations")
+            if e["involvedObject"]["name"] == "typo"], what="a Warning Event")
+        assert events[0]["type"] == "Warning" and "must be a number" in events[0]["message"]
+        assert "typo" not in registry(operator)
+
+    async def test_policy_without_sizes_waits_for_its_target(self, operator: Cluster) -> None:
+        body = policy("later", "later")
+        del body["spec"]["sizes"]
+        await api(operator, "POST", FSP, body=body)
+        fsp = await operator.wait(
+            lambda: (p := operator.get(FSP, NS, "later")) and condition(p, "SpecValid") and p,
+            what="SizesPending")
+        assert condition(fsp, "SpecValid")["reason"] == "SizesPending"
+        assert not operator.events("InvalidSpec")  # waiting for a target is not an error
+        await api(operator, "POST", KSVC, body=limited_service(
+            "later", NS, {}, {"cpu": "1", "memory": "512Mi"}))
+        await operator.wait(lambda: registry(operator).get("later", {}).get("sizes", {}).get(
+            "cpu") == ["250m", "500m", "1"], what="grid derived once the target exists")
+
+
+class TestNamespacedFunctions:
+    async def test_same_name_in_two_namespaces_is_two_functions(
+            self, operator: Cluster, tmp_path: Path) -> None:
+        for namespace in (NS, "team-b"):
+            await api_in(operator, namespace, "POST", KSVC, limited_service(
+                "thumb", namespace, {}, {"cpu": "1", "memory": "512Mi"}))
+            body = policy("thumb", "thumb")
+            body["metadata"]["namespace"] = namespace
+            body["metadata"]["uid"] = f"uid-{namespace}-thumb"  # distinct objects, as a server
+            body["spec"]["slo"] = {"latencyMs": 100 if namespace == NS else 900}
+            await api_in(operator, namespace, "POST", FSP, body)
+        await operator.wait(lambda: {"thumb", "thumb--team-b"} <= set(registry(operator)),
+                            what="two registry entries")
+        functions = registry(operator)
+        assert functions["thumb"]["slo"] == {"latencyMs": 100.0}
+        assert functions["thumb--team-b"]["slo"] == {"latencyMs": 900.0}
+        assert (functions["thumb--team-b"]["namespace"],
+                functions["thumb--team-b"]["target"]) == ("team-b", "thumb")
+        fsp = await operator.wait(lambda: (p := operator.get(FSP, "team-b", "thumb"))
+                                  and p.get("status", {}).get("function") and p)
+        assert fsp["status"]["function"] == "thumb--team-b"
+
+        # the gateway serving that registry has both, each at its own URL
+        await _serve_registry(operator, tmp_path)
+
+        # deleting one leaves the other
+        async with aiohttp.ClientSession() as s, s.delete(
+                operator.url + _ns_path(FSP, "team-b") + "/thumb") as rsp:
+            assert rsp.status < 300
+        await operator.wait(lambda: "thumb--team-b" not in registry(operator)
+                            and "thumb" in registry(operator), what="only team-b unpublished")
+
+
+async def _serve_registry(cluster: Cluster, tmp_path: Path) -> None:
+    """Start a real gateway (local backend) on the operator's registry document.
+
+    The local backend runs processes, not images: each entry gets the gateway tests' probe
+    function as its code; names, SLOs and grids are the operator's.
+    """
+    from aiohttp.test_utils import TestServer
+
+    from shabari.agent import make_policy
+    from shabari.gateway.app import make_app
+    from shabari.gateway.cli import build_gateway, make_backend
+    from shabari.gateway.config import load_gateway_file
+
+    probe = Path(__file__).resolve().parents[1] / "gateway" / "functions" / "probe"
+    cm = cluster.get(CONFIGMAPS, SYSTEM_NS, "shabari-functions")
+    assert cm is not None
+    doc = yaml.safe_load(cm["data"]["functions.yaml"])
+    for entry in doc["functions"].values():
+        entry["directory"] = str(probe)
+        entry["featurizer"] = {"type": "json", "options": {}}
+    path = tmp_path / "functions.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    entries = load_gateway_file(path).functions
+    gateway = build_gateway(entries, policy=make_policy("static-default"),
+                            backend=make_backend("local", entries))
+    server = TestServer(make_app(gateway))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(server.make_url("/functions")) as rsp:
+                listed = await rsp.json()
+            names = {f["name"] for f in (listed if isinstance(listed, list)
+                                         else listed["functions"])}
+            assert {"thumb", "thumb--team-b"} <= names
+            async with s.post(server.make_url("/invoke/thumb--team-b"), data=b'{"ms": 1}',
+                              headers={"Content-Type": "application/json"}) as rsp:
+                assert rsp.status == 200, await rsp.text()
+                assert rsp.headers["X-Shabari-Slo-Ms"] == "900.000"
+    finally:
+        await server.close()

@@ -49,8 +49,12 @@ class TestPlan:
     def test_valid(self) -> None:
         plan = rc.plan_policy(policy(), {"image", "auto"})
         assert plan.error is None and plan.spec is not None
-        assert plan.function == "fn" and plan.mode == "Variants"
-        assert plan.registry_entry == spec_to_mapping(plan.spec)
+        # namespace "ns" is not the home namespace: the function's name is qualified
+        assert plan.function == "fn--ns" and plan.mode == "Variants"
+        assert plan.registry_entry == {**spec_to_mapping(plan.spec), "namespace": "ns",
+                                       "target": "fn"}
+        home = rc.plan_policy(policy(), {"image", "auto"}, home_namespace="ns")
+        assert home.function == "fn"
 
     @pytest.mark.parametrize(("overrides", "reason", "fragment"), [
         ({"sizes": {"cpu": ["0"], "memory": ["1Gi"]}}, "InvalidSpec", "sizes.cpu[0]"),
