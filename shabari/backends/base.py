@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from shabari.core import FunctionSpec, NodeCapacity, NodeId, Outcome, PodId, Size
 
-__all__ = ["Backend", "InvocationResult", "NodeCapacity", "PodHandle"]
+__all__ = ["Backend", "InvocationResult", "NodeCapacity", "PodHandle", "platform_limitations"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +70,13 @@ class Backend(Protocol):
     ) -> InvocationResult: ...
 
     async def stop_pod(self, pod_id: PodId) -> None: ...
+
+
+def platform_limitations(backend: object) -> dict[str, str]:
+    """What the platform cannot do that the mode needs, {code: why} (optional backend method
+    `limitations()`; e.g. the kubernetes backend's static CPU manager nodes)."""
+    method = getattr(backend, "limitations", None)
+    if method is None:
+        return {}
+    found = method()
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}

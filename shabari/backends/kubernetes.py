@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import copy
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -47,7 +48,9 @@ from shabari.backends._http import (
 )
 from shabari.backends._k8s_api import (
     API_OPTIONS,
+    KubeAdmissionError,
     KubeApi,
+    KubeApiError,
     KubeConfig,
     KubeForbiddenError,
     KubeNotFoundError,
@@ -66,13 +69,18 @@ from shabari.core import FunctionSpec, NodeCapacity, NodeId, PodId, Size
 from shabari.core.errors import (
     BackendError,
     BackendUnavailableError,
+    CapacityError,
     ConfigError,
     FunctionFailedError,
+    OutOfMemoryError,
     ResizeRejectedError,
 )
+from shabari.core.types import Outcome, OutcomeStatus
 from shabari.core.units import format_cpu, format_memory, parse_cpu, parse_memory
 
 __all__ = ["OPTION_KEYS", "KubernetesBackend", "KubernetesOptions", "parse_nodes", "pod_name_for"]
+
+log = logging.getLogger(__name__)
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_FUNCTION = "shabari.dev/function"
@@ -85,6 +93,12 @@ _FATAL_WAITING = frozenset({
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
     "CreateContainerError", "CrashLoopBackOff", "RunContainerError",
 })
+#: the kubelet's PodResizePending message on a node with the static CPU manager policy
+#: (pkg/kubelet/allocation: "Resize is infeasible for Guaranteed Pods alongside CPU Manager
+#: static policy"); every CPU resize of a Guaranteed pod there is Infeasible (KEP-1287)
+_STATIC_CPU_MANAGER = "cpu manager static policy"
+#: ResizeRejectedError reason once a node is known to have it (no PATCH is sent any more)
+STATIC_CPU_MANAGER_REASON = "StaticCPUManager"
 
 
 class _Condition(TypedDict, total=False):
@@ -92,6 +106,7 @@ class _Condition(TypedDict, total=False):
     status: str
     reason: str
     message: str
+    observedGeneration: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +224,12 @@ class _Pod:
     size: Size
     node_id: NodeId
     ip: str = ""
+    #: set once the pod is gone: deleted, or Failed/Succeeded (restartPolicy Never: for good)
     deleted: asyncio.Event = field(default_factory=asyncio.Event)
+    #: why the container terminated, when it did (e.g. "OOMKilled")
+    terminated: str = ""
+    #: the node the pod runs on (spec.nodeName, once scheduled)
+    node_name: str = ""
 
 
 class KubernetesBackend:
@@ -239,6 +259,18 @@ class KubernetesBackend:
         self._closing = False
         self._nodes: tuple[NodeCapacity, ...] = self.options.fallback_nodes
         self._real_nodes: frozenset[str] = frozenset()
+        #: nodes whose kubelet runs the static CPU manager policy (CPU resizes Infeasible)
+        self._static_cpu_nodes: set[str] = set()
+
+    def limitations(self) -> dict[str, str]:
+        """What this cluster cannot do that the mode needs: {code: explanation} (gateway
+        metric `shabari_platform_limitation` and `/readyz`)."""
+        if not self._static_cpu_nodes:
+            return {}
+        return {STATIC_CPU_MANAGER_REASON: (
+            "nodes " + ", ".join(sorted(self._static_cpu_nodes)) + " run the kubelet's static "
+            "CPU manager policy: in-place CPU resize of Guaranteed pods is Infeasible there, "
+            "so each resize becomes a cold start (docs/platforms.md)")}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -360,7 +392,15 @@ class KubernetesBackend:
         if not isinstance(name, str) or name not in self._by_name:
             return
         pod = self._by_name[name]
-        if deleted or obj.get("metadata", {}).get("deletionTimestamp"):
+        terminated = _terminated_reason(obj, self.options.container)
+        if terminated:
+            pod.terminated = terminated
+        pod.node_name = str((obj.get("spec") or {}).get("nodeName") or pod.node_name)
+        phase = (obj.get("status") or {}).get("phase")
+        if deleted or obj.get("metadata", {}).get("deletionTimestamp") or phase in (
+            "Failed", "Succeeded"
+        ):
+            # restartPolicy Never: a Failed pod (OOM-killed, crashed) never runs again
             pod.deleted.set()
         self._objects[name] = obj
         async with self._changed:
@@ -457,7 +497,13 @@ class KubernetesBackend:
         self._by_name[pod.name] = pod
         t0 = time.perf_counter()
         try:
-            created = await self.api.create(self._pods_path(), manifest)
+            try:
+                created = await self.api.create(self._pods_path(), manifest)
+            except KubeAdmissionError as exc:
+                if exc.kind == "quota":  # the namespace's ResourceQuota is used up
+                    raise CapacityError(f"no quota left for a {size} pod of {spec.name}",
+                                        detail=exc.detail) from None
+                raise
             await self._observe(created)
             pod.ip = await self._wait_ready(pod)
         except BaseException:
@@ -525,6 +571,11 @@ class KubernetesBackend:
             return
         if pod.deleted.is_set():
             raise FunctionFailedError(f"pod {pod.name} was deleted", detail="cannot resize it")
+        if pod.node_name and pod.node_name in self._static_cpu_nodes:
+            raise ResizeRejectedError(
+                f"node {pod.node_name} cannot resize {pod.name} in place", pod_id=pod_id,
+                reason=STATIC_CPU_MANAGER_REASON,
+                detail="the kubelet runs the static CPU manager policy (docs/platforms.md)")
         try:
             patched = await self.api.patch(
                 self._pods_path(pod.name, "resize"), self._resize_patch(cpu_millicores)
@@ -537,28 +588,65 @@ class KubernetesBackend:
                 "in-place resize is not supported by this API server", pod_id=pod_id,
                 reason="Unsupported", detail=f"needs Kubernetes >= 1.33 ({exc.detail})",
             ) from None
+        except KubeAdmissionError as exc:
+            # a ResourceQuota (or LimitRange) refuses the bigger size: nothing changed
+            raise ResizeRejectedError(
+                f"resize of {pod.name} to {format_cpu(cpu_millicores)} CPU refused by "
+                f"admission ({exc.kind})", pod_id=pod_id,
+                reason="Quota" if exc.kind == "quota" else "Forbidden", detail=exc.detail,
+            ) from None
+        except KubeApiError as exc:
+            if exc.status != 422:
+                raise
+            raise ResizeRejectedError(
+                f"resize of {pod.name} to {format_cpu(cpu_millicores)} CPU is invalid",
+                pod_id=pod_id, reason="Invalid", detail=exc.detail,
+            ) from None
         await self._observe(patched)
+        generation = int((patched.get("metadata") or {}).get("generation") or 0)
         try:
-            await self._wait_resized(pod, cpu_millicores)
-        except ResizeRejectedError:
+            await self._wait_resized(pod, cpu_millicores, generation)
+        except ResizeRejectedError as exc:
+            if exc.reason == "Infeasible" and _STATIC_CPU_MANAGER in exc.detail.lower():
+                self._note_static_cpu_manager(pod)
             await self._revert(pod)
             raise
         pod.size = pod.size.with_cpu(cpu_millicores)
 
-    async def _wait_resized(self, pod: _Pod, cpu_millicores: int) -> None:
+    def _note_static_cpu_manager(self, pod: _Pod) -> None:
+        node = pod.node_name or "(unknown node)"
+        if node in self._static_cpu_nodes:
+            return
+        self._static_cpu_nodes.add(node)
+        log.warning(
+            "node %s runs the kubelet's static CPU manager policy: in-place CPU resize of "
+            "Guaranteed pods is Infeasible there (KEP-1287); warm pods on it keep their size "
+            "and each resize becomes a cold start. Use cpuManagerPolicy none on function "
+            "nodes, or the InPlacePodVerticalScalingExclusiveCPUs feature gate "
+            "(docs/platforms.md)", node)
+
+    async def _wait_resized(self, pod: _Pod, cpu_millicores: int, generation: int = 0) -> None:
         deadline = time.monotonic() + self.options.resize_timeout_s
         deferred_since: float | None = None
         while True:
             if pod.deleted.is_set():
                 raise FunctionFailedError(f"pod {pod.name} was deleted during a resize")
             obj = self._objects.get(pod.name) or {}
-            state, reason, message = _resize_state(obj, self.options.container, cpu_millicores)
+            state, reason, message = _resize_state(obj, self.options.container, cpu_millicores,
+                                                   generation)
             if state == "done":
                 return
             if state == "pending" and reason == "Infeasible":
                 raise ResizeRejectedError(
                     f"resize of {pod.name} to {format_cpu(cpu_millicores)} CPU is infeasible",
                     pod_id=pod.pod_id, reason="Infeasible", detail=message,
+                )
+            if state == "in-progress" and reason == "Error":
+                # the kubelet tried and the runtime failed (PodResizeInProgress/Error): no
+                # point waiting for the timeout
+                raise ResizeRejectedError(
+                    f"resize of {pod.name} to {format_cpu(cpu_millicores)} CPU failed",
+                    pod_id=pod.pod_id, reason="Error", detail=message,
                 )
             now = time.monotonic()
             if state == "pending":  # Deferred: may clear when other pods shrink
@@ -591,7 +679,8 @@ class KubernetesBackend:
     ) -> InvocationResult:
         pod = self._pod(pod_id)
         if pod.deleted.is_set():
-            raise_failed(f"pod {pod.name} was deleted", "it can take no invocation", 0.0)
+            how = f"terminated ({pod.terminated})" if pod.terminated else "deleted"
+            raise_failed(f"pod {pod.name} was {how}", "it can take no invocation", 0.0)
         assert self._http is not None
         host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
         url = f"http://{host}:{self.options.port}/invoke"
@@ -609,6 +698,7 @@ class KubernetesBackend:
             post.cancel()
             with contextlib.suppress(BaseException):
                 await post
+            self._raise_if_killed(pod, (time.perf_counter() - t0) * 1000.0)
             raise_failed(
                 f"pod {pod.name} was deleted mid-invocation",
                 "the pod was deleted while the function ran (evicted, preempted or deleted "
@@ -625,6 +715,7 @@ class KubernetesBackend:
             if not pod.deleted.is_set():
                 with contextlib.suppress(BackendError):
                     await self._refresh(pod)
+            self._raise_if_killed(pod, exc.latency_ms)
             if pod.deleted.is_set():
                 raise_failed(
                     f"pod {pod.name} was deleted mid-invocation",
@@ -637,6 +728,18 @@ class KubernetesBackend:
             )
         return result_from_reply(reply, cold_start=False, cold_start_ms=0.0,
                                  where=f"pod {pod.name}")
+
+    def _raise_if_killed(self, pod: _Pod, latency_ms: float) -> None:
+        """The container was OOM-killed: an OOM (the gateway retries with more memory)."""
+        if pod.terminated != "OOMKilled":
+            return
+        err = OutOfMemoryError(
+            "function ran out of memory",
+            detail=f"pod {pod.name}: container OOMKilled at its {pod.size.memory_mib} MiB "
+            "limit (the pod is gone: restartPolicy Never)")
+        err.outcome = Outcome(latency_ms=latency_ms, status=OutcomeStatus.OOM,
+                              detail=err.detail)
+        raise err
 
 
 def _conditions(obj: Mapping[str, Any]) -> list[_Condition]:
@@ -670,11 +773,34 @@ def _readiness(obj: Mapping[str, Any]) -> tuple[bool, str]:
     return False, f"phase {phase}"
 
 
+def _terminated_reason(obj: Mapping[str, Any], container: str) -> str:
+    """Why the function's container terminated ("OOMKilled", "Error", ...), or ""."""
+    for cs in (obj.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") != container:
+            continue
+        for key in ("state", "lastState"):
+            term = (cs.get(key) or {}).get("terminated") or {}
+            if term.get("reason"):
+                return str(term["reason"])
+    return ""
+
+
 def _resize_state(
-    obj: Mapping[str, Any], container: str, cpu_millicores: int
+    obj: Mapping[str, Any], container: str, cpu_millicores: int, generation: int = 0
 ) -> tuple[str, str, str]:
-    """('done' | 'pending' | 'in-progress', reason, message) of a requested CPU resize."""
-    conds = {c.get("type"): c for c in _conditions(obj)}
+    """('done' | 'pending' | 'in-progress', reason, message) of a requested CPU resize.
+
+    `generation` is the pod's metadata.generation our resize PATCH produced. A condition or
+    a status whose `observedGeneration` is older answers an earlier resize (Kubernetes >=
+    1.34 stamps both); it is ignored rather than read as the answer to this one.
+    """
+    status = obj.get("status", {}) or {}
+    observed = status.get("observedGeneration")
+    if generation and isinstance(observed, int) and observed < generation:
+        return "in-progress", "", f"the kubelet has seen generation {observed} of {generation}"
+    conds = {c.get("type"): c for c in _conditions(obj)
+             if not (generation and isinstance(c.get("observedGeneration"), int)
+                     and c["observedGeneration"] < generation)}
     pending = conds.get("PodResizePending")
     if pending is not None and pending.get("status", "True") == "True":
         return "pending", str(pending.get("reason", "")), str(pending.get("message", ""))

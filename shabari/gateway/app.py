@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import ClientConnectionError, ClientPayloadError, web
 
+from shabari.backends.base import platform_limitations
 from shabari.core import AdmissionError, ShabariError
 from shabari.gateway.service import Gateway, error_body
 
@@ -245,6 +246,7 @@ async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     gw.settle()  # what answered invocations left to count
     gw.ledger.totals(gw.now())  # bring the pool integrals up to now
+    gw.metrics.report_limitations(gw.backend.name, platform_limitations(gw.backend))
     resp = web.Response(body=gw.metrics.render())
     resp.headers["Content-Type"] = gw.metrics.content_type
     return resp
@@ -265,7 +267,8 @@ async def readyz(request: web.Request) -> web.Response:
                           "; ".join(f"{k}: {v}" for k, v in sorted(degraded.items())))
     # a broken registry file does not make the gateway unready: it serves the last good one
     return web.json_response({"status": "ready", "functions": len(gw.functions),
-                              "registry_error": gw.registry_error})
+                              "registry_error": gw.registry_error,
+                              "limitations": platform_limitations(gw.backend)})
 
 
 async def functions(request: web.Request) -> web.Response:

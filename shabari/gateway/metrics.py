@@ -10,6 +10,7 @@ waiting). That is the "allocated" and "idle" accounting of DESIGN 4.5, measured 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -126,6 +127,17 @@ class GatewayMetrics:
         self.model_version = Gauge(
             "shabari_model_version", "Model version of each function's policy", ["function"],
             registry=r)
+
+        self.platform_limitation = Gauge(
+            "shabari_platform_limitation",
+            "1 for each thing the platform cannot do that the mode needs (e.g. "
+            "StaticCPUManager: in-place CPU resize Infeasible), by backend",
+            ["backend", "limitation"], registry=r)
+
+    def report_limitations(self, backend: str, limitations: Mapping[str, str]) -> None:
+        """Set `shabari_platform_limitation` from a backend's `limitations()`."""
+        for code in limitations:
+            self.platform_limitation.labels(backend, code).set(1)
 
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)

@@ -116,6 +116,16 @@ class TestKubelet:
         self.hold_pods = False
         #: set True to answer every resize with PodResizePending reason Deferred
         self.defer_resizes = False
+        #: set True to be a node whose kubelet runs the static CPU manager policy: every CPU
+        #: resize of a Guaranteed pod is Infeasible (pkg/kubelet allocation manager)
+        self.static_cpu_manager = False
+        #: set True to have the runtime fail resizes (PodResizeInProgress, reason Error)
+        self.fail_resizes = False
+        #: pod name -> generation the kubelet last acted on (status.observedGeneration)
+        self.observed: dict[str, int] = {}
+        self.oom_killed: set[str] = set()
+        #: seconds the kubelet takes before it applies a resize
+        self.resize_delay_s = 0.0
         #: each pod's cgroup (CPU quota, memory limit) when cgroups are writable here
         self.cgroups: dict[str, PodCgroup] = {}
         manager = CgroupManager()
@@ -229,6 +239,9 @@ class TestKubelet:
         )
         self.workers[name] = proc
         self.applied_cpu[name] = cpu
+        exits = asyncio.create_task(self._watch_exit(ns, name, proc, container["name"]))
+        self._pending.add(exits)
+        exits.add_done_callback(self._pending.discard)
         for _ in range(300):  # the readiness probe: GET /readyz
             if proc.returncode is not None:
                 return
@@ -239,14 +252,40 @@ class TestKubelet:
             await asyncio.sleep(0.05)
         await self._patch_status(ns, name, self._status(container["name"], ip, cpu, container))
 
+    async def _watch_exit(self, ns: str, name: str, proc: asyncio.subprocess.Process,
+                          cname: str) -> None:
+        """restartPolicy Never: a container that exits leaves its pod Failed for good."""
+        code = await proc.wait()
+        if self.workers.get(name) is not proc:
+            return  # deleted: the kubelet killed it
+        oom = name in self.oom_killed or (
+            name in self.cgroups and self.cgroups[name].oom_kills() > 0)
+        reason = "OOMKilled" if oom else "Error"
+        await self._patch_status(ns, name, {
+            "phase": "Failed", "podIP": self.ips.get(name, ""),
+            "conditions": [{"type": "PodScheduled", "status": "True"},
+                           {"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": cname, "ready": False, "state": {"terminated": {
+                "reason": reason, "exitCode": 137 if oom else (code or 1)}}}]})
+
+    async def oom_kill(self, pod_name: str) -> None:
+        """What the kernel does at the memory limit: SIGKILL the container's process."""
+        self.oom_killed.add(pod_name)
+        proc = self.workers[pod_name]
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
     def _status(self, cname: str, ip: str, cpu: int, container: dict[str, Any],
-                conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                conditions: list[dict[str, Any]] | None = None,
+                generation: int | None = None) -> dict[str, Any]:
         mem = container.get("resources", {}).get("limits", {}).get("memory", "256Mi")
         alloc = {"cpu": format_cpu(cpu), "memory": mem}
+        stamp = {} if generation is None else {"observedGeneration": generation}
         return {
-            "phase": "Running", "podIP": ip,
+            "phase": "Running", "podIP": ip, **stamp,
             "conditions": [{"type": "PodScheduled", "status": "True"},
-                           {"type": "Ready", "status": "True"}, *(conditions or [])],
+                           {"type": "Ready", "status": "True"},
+                           *({**c, **stamp} for c in conditions or [])],
             "containerStatuses": [{
                 "name": cname, "ready": True, "state": {"running": {}},
                 "allocatedResources": alloc,
@@ -261,28 +300,42 @@ class TestKubelet:
         except (KeyError, ValueError):
             return
         applied = self.applied_cpu[name]
+        generation = int((obj.get("metadata") or {}).get("generation") or 1)
+        if self.observed.get(name) == generation:
+            return  # this generation was handled (the watch also sees our status patches)
+        self.observed[name] = generation
         conds = {c.get("type") for c in obj.get("status", {}).get("conditions") or []}
         ip = self.ips[name]
         if desired == applied:
             if "PodResizePending" in conds:  # the resize was withdrawn
                 await self._patch_status(ns, name, self._status(container["name"], ip, applied,
-                                                                container))
+                                                                container, None, generation))
             return
-        if desired > self.node_cpu_millicores or self.defer_resizes:
+        pending: dict[str, str] | None = None
+        if self.static_cpu_manager:
+            pending = {"type": "PodResizePending", "status": "True", "reason": "Infeasible",
+                       "message": "Resize is infeasible for Guaranteed Pods alongside CPU "
+                                  "Manager static policy"}
+        elif desired > self.node_cpu_millicores or self.defer_resizes:
             reason = "Deferred" if desired <= self.node_cpu_millicores else "Infeasible"
-            if "PodResizePending" not in conds:
-                await self._patch_status(ns, name, self._status(
-                    container["name"], ip, applied, container,
-                    [{"type": "PodResizePending", "status": "True", "reason": reason,
-                      "message": f"Node didn't have enough capacity: cpu, requested: "
-                                 f"{desired}, capacity: {self.node_cpu_millicores}"}]))
+            pending = {"type": "PodResizePending", "status": "True", "reason": reason,
+                       "message": f"Node didn't have enough capacity: cpu, requested: "
+                                  f"{desired}, capacity: {self.node_cpu_millicores}"}
+        elif self.fail_resizes:
+            pending = {"type": "PodResizeInProgress", "status": "True", "reason": "Error",
+                       "message": "failed to update container resources: runtime error"}
+        if pending is not None:
+            await self._patch_status(ns, name, self._status(
+                container["name"], ip, applied, container, [pending], generation))
             return
+        if self.resize_delay_s:
+            await asyncio.sleep(self.resize_delay_s)
         if name in self.cgroups:  # in place: the new CFS quota, same process
             self.cgroups[name].set_cpu(desired)
         self.applied_cpu[name] = desired
         self.resizes.append((name, desired))
         await self._patch_status(ns, name, self._status(container["name"], ip, desired,
-                                                        container))
+                                                        container, None, generation))
 
 
 @pytest.fixture

@@ -312,6 +312,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
     auth_log: list[tuple[str, str, str | None, bool]] = attrs.field(factory=list)
     #: 422 answers given: (method, path, message)
     rejections: list[tuple[str, str, str]] = attrs.field(factory=list)
+    #: a ResourceQuota on limits.cpu per namespace (millicores), enforced on create and resize
+    cpu_quota: dict[str, int] = attrs.field(factory=dict)
 
     async def _handle(self, request: Any) -> Any:
         url = request.url
@@ -328,7 +330,67 @@ class StrictApiServer(kmock.KubernetesEmulator):
             message = "; ".join(errors)
             self.rejections.append((str(request.method), url.path, message))
             raise kmock.KubernetesError(status=422, reason="Invalid", message=message)
+        self._admit_quota(request)
+        self._stamp_generation(request)
         return await super()._handle(request)
+
+    def _pods(self, namespace: str | None) -> list[Mapping[str, Any]]:
+        return [obj.raw for (res, ns, _), obj in self._objects.items()
+                if res.plural == "pods" and ns == namespace and not obj.deleted]
+
+    def _admit_quota(self, request: Any) -> None:
+        """The ResourceQuota admission plugin for `limits.cpu` (pods and pods/resize)."""
+        quota = self.cpu_quota.get(request.namespace or "")
+        data = request.data
+        if quota is None or request.resource is None or request.resource.plural != "pods":
+            return
+        if not isinstance(data, dict):
+            return
+
+        def cpu(pod: Mapping[str, Any]) -> int:
+            return sum(parse_cpu(str(((c.get("resources") or {}).get("limits") or {}).get(
+                "cpu", "0"))) for c in (pod.get("spec") or {}).get("containers") or [])
+
+        used = sum(cpu(p) for p in self._pods(request.namespace))
+        if request.action == kmock.action.CREATE:
+            requested = cpu(data)
+        elif request.action == kmock.action.UPDATE and request.subresource == "resize":
+            old = next((p for p in self._pods(request.namespace)
+                        if p["metadata"]["name"] == request.name), None)
+            if old is None:
+                return
+            new = {"spec": {"containers": [
+                {**c, "resources": {**(c.get("resources") or {}), "limits": {
+                    **((c.get("resources") or {}).get("limits") or {}),
+                    **next(((p.get("resources") or {}).get("limits") or {}
+                            for p in data.get("spec", {}).get("containers", [])
+                            if p.get("name") == c.get("name")), {})}}}
+                for c in old["spec"]["containers"]]}}
+            used -= cpu(old)
+            requested = cpu(new)
+        else:
+            return
+        if used + requested > quota:
+            name = (data.get("metadata") or {}).get("name") or request.name
+            raise kmock.KubernetesError(
+                status=403, reason="Forbidden",
+                message=f'pods "{name}" is forbidden: exceeded quota: compute, requested: '
+                        f"limits.cpu={requested}m, used: limits.cpu={used}m, limited: "
+                        f"limits.cpu={quota}m")
+
+    def _stamp_generation(self, request: Any) -> None:
+        """metadata.generation: 1 at create, +1 for each spec change (resize included)."""
+        data = request.data
+        if request.resource is None or not isinstance(data, dict):
+            return
+        if request.action == kmock.action.CREATE:
+            data.setdefault("metadata", {})["generation"] = 1
+        elif (request.action == kmock.action.UPDATE and "spec" in data
+              and request.subresource in (None, "resize")):
+            key = (request.resource, request.namespace, request.name)
+            if key in self._objects and not self._objects[key].deleted:
+                old = int(self._objects[key].raw.get("metadata", {}).get("generation") or 1)
+                data.setdefault("metadata", {})["generation"] = old + 1
 
     def _validate(self, request: Any) -> list[str]:
         data = request.data
