@@ -115,6 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-token-file", default=None,
                    help="file holding a bearer token every endpoint but the probes requires "
                         "(default: $SHABARI_AUTH_TOKEN, else none)")
+    r = p.add_argument_group("replicas (several gateways that learn as one; docs/gateway.md)")
+    r.add_argument("--lease", default=None, metavar="NAMESPACE/NAME",
+                   help="elect the learner with this coordination.k8s.io Lease (off: this "
+                        "process plays every role)")
+    r.add_argument("--replica-id", default=None,
+                   help="this replica's identity in the Lease (default $POD_NAME, hostname)")
+    r.add_argument("--advertise-url", default=None,
+                   help="URL the other replicas reach this one at (default "
+                        "http://$POD_IP:PORT, else http://HOST:PORT)")
+    r.add_argument("--lease-duration", type=float, default=None,
+                   help="seconds a learner's Lease lasts unrenewed (default 15)")
+    r.add_argument("--kube-api", default=None,
+                   help="Kubernetes API URL for the Lease (default: in-cluster, kubeconfig)")
+    r.add_argument("--model-sync-interval", type=float, default=None,
+                   help="seconds between a replica's fetches of the learner's models (0.5)")
+    r.add_argument("--outcome-ship-interval", type=float, default=None,
+                   help="seconds between a replica's shipments of outcomes (0.1)")
 
     p = sub.add_parser("operator", help="run the Kubernetes control plane (kopf)")
     p.add_argument("kopf_args", nargs=argparse.REMAINDER, help="options passed to `kopf run`")

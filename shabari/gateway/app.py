@@ -27,6 +27,7 @@ from aiohttp import ClientConnectionError, ClientPayloadError, web
 
 from shabari.backends.base import platform_limitations
 from shabari.core import AdmissionError, ShabariError
+from shabari.gateway.replica import Replica, parse_have
 from shabari.gateway.service import Gateway, error_body
 
 log = logging.getLogger(__name__)
@@ -306,3 +307,53 @@ def make_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applicat
         # on_shutdown runs before open connections are closed: in-flight requests drain first
         app.on_shutdown.append(_shutdown)
     return app
+
+
+REPLICA_KEY = web.AppKey("replica", Replica)
+
+
+async def replica_outcomes(request: web.Request) -> web.Response:
+    """`POST /replica/outcomes` (learner): learn a batch of another replica's outcomes."""
+    replica = request.app[REPLICA_KEY]
+    if not replica.is_learner:
+        return json_error(409, "not the learner",
+                          f"{replica.config.identity} is a follower; the learner is "
+                          f"{replica.leader or 'unknown'}")
+    doc = await request.json()
+    records = doc.get("records") if isinstance(doc, dict) else None
+    if not isinstance(records, list):
+        return json_error(400, "bad outcomes batch", "expected {\"records\": [...]}")
+    return web.json_response({"accepted": replica.receive(records)})
+
+
+async def replica_models(request: web.Request) -> web.Response:
+    """`GET /replica/models?have=fn:version,...` (learner): snapshots newer than those."""
+    replica = request.app[REPLICA_KEY]
+    if not replica.is_learner:
+        return json_error(409, "not the learner",
+                          f"{replica.config.identity} is a follower; the learner is "
+                          f"{replica.leader or 'unknown'}")
+    have = parse_have(request.query.get("have"))
+    return web.json_response({"learner": replica.config.identity,
+                              "models": replica.snapshots(have)})
+
+
+async def replica_state(request: web.Request) -> web.Response:
+    return web.json_response(request.app[REPLICA_KEY].state(), dumps=_dumps)
+
+
+def attach_replica(app: web.Application, replica: Replica) -> None:
+    """Serve the replica routes; start the replica after the gateway, stop it first."""
+    app[REPLICA_KEY] = replica
+    app.router.add_post("/replica/outcomes", replica_outcomes)
+    app.router.add_get("/replica/models", replica_models)
+    app.router.add_get("/replica/state", replica_state)
+
+    async def _start(app: web.Application) -> None:
+        await replica.start()
+
+    async def _stop(app: web.Application) -> None:
+        await replica.close()
+
+    app.on_startup.append(_start)
+    app.on_shutdown.insert(0, _stop)

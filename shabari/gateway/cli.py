@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,10 @@ from shabari.gateway.config import (
     load_gateway_file,
     read_config_text,
 )
+from shabari.gateway.lease import LEASE_DURATION_S, Election, LeaseElector, LeaseTiming
 from shabari.gateway.reload import RegistryWatcher
 from shabari.gateway.serve import serve
+from shabari.gateway.replica import Replica, ReplicaConfig
 from shabari.gateway.service import FunctionsChange, Gateway
 from shabari.gateway.slo import BestLatencyTable, SloResolver
 from shabari.runtime.catalog import BundledFunction, bundled_functions
@@ -256,6 +259,10 @@ def run(args: argparse.Namespace) -> int:
                            options=options)
     gateway = build_gateway(entries, policy=policy, backend=backend, config=config)
     app = make_app(gateway)
+    if getattr(args, "lease", None):
+        from shabari.gateway.app import attach_replica
+
+        attach_replica(app, build_replica(gateway, args))
     if args.config and config.registry_poll_s > 0:
         attach_watcher(app, RegistryWatcher(
             gateway, args.config, registry_applier(gateway, file.backend),
@@ -265,6 +272,39 @@ def run(args: argparse.Namespace) -> int:
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(serve(app, args.host, args.port))
     return 0
+
+
+def build_replica(gateway: Gateway, args: argparse.Namespace) -> Replica:
+    """A replica of a replicated gateway (`--lease NAMESPACE/NAME`), electing its learner
+    through that Lease on the API server of `--kube-api` (or in-cluster, or kubeconfig)."""
+    namespace, sep, name = str(args.lease).partition("/")
+    if not sep or not namespace or not name:
+        raise ConfigError(f"--lease must be NAMESPACE/NAME, got {args.lease!r}",
+                          detail="e.g. --lease shabari-system/shabari-learner")
+    identity = (getattr(args, "replica_id", None) or os.environ.get("POD_NAME")
+                or socket.gethostname())
+    url = getattr(args, "advertise_url", None)
+    if not url:
+        host = os.environ.get("POD_IP") or args.host
+        url = f"http://{host}:{args.port}"
+    duration = getattr(args, "lease_duration", None) or LEASE_DURATION_S
+    options: dict[str, object] = {"namespace": namespace}
+    if getattr(args, "kube_api", None):
+        options["api_url"] = args.kube_api
+    timing = LeaseTiming.for_duration(float(duration))
+    rcfg = ReplicaConfig(
+        identity=identity, url=url,
+        ship_interval_s=getattr(args, "outcome_ship_interval", None) or 0.1,
+        sync_interval_s=getattr(args, "model_sync_interval", None) or 0.5)
+    replica = Replica(gateway, rcfg)
+    replica.elector = LeaseElector(
+        None, namespace, name, Election(identity, url, timing), api_options=options,
+        on_started_leading=replica.started_leading,
+        on_stopped_leading=replica.stopped_leading,
+        on_leader_changed=replica.leader_changed)
+    log.info("replica %s (%s): electing the learner with Lease %s/%s (%gs)", identity, url,
+             namespace, name, timing.lease_duration_s)
+    return replica
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
