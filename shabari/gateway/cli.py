@@ -44,8 +44,8 @@ from shabari.gateway.config import (
 )
 from shabari.gateway.lease import LEASE_DURATION_S, Election, LeaseElector, LeaseTiming
 from shabari.gateway.reload import RegistryWatcher
-from shabari.gateway.serve import serve
 from shabari.gateway.replica import Replica, ReplicaConfig
+from shabari.gateway.serve import serve
 from shabari.gateway.service import FunctionsChange, Gateway
 from shabari.gateway.slo import BestLatencyTable, SloResolver
 from shabari.runtime.catalog import BundledFunction, bundled_functions
