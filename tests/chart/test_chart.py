@@ -270,11 +270,70 @@ class TestRBAC:
 
     def test_local_backend_needs_no_api_access(self, k8s_tools: K8sTools, tmp_path: Path
                                                ) -> None:
-        docs = render(k8s_tools, tmp_path, {"gateway": {"backend": "local"}})
+        # one replica: no Lease to elect a learner with either
+        docs = render(k8s_tools, tmp_path, {"gateway": {"backend": "local", "replicas": 1}})
         assert not [d for d in by_kind(docs, "Role") if d["metadata"]["name"].endswith(
             "-gateway")]
         pod = named(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
+
+
+class TestReplicas:
+    """2+ gateway replicas learn as one: Lease election, PDB, rolling updates, spread."""
+
+    def test_default_is_replicated_with_a_lease_pdb_and_spread(
+            self, default_docs: list[dict[str, Any]]) -> None:
+        dep = named(default_docs, "Deployment", "-gateway")
+        assert dep["spec"]["replicas"] >= 2
+        assert dep["spec"]["strategy"] == {
+            "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        pod = dep["spec"]["template"]["spec"]
+        (spread,) = pod["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "kubernetes.io/hostname"
+        assert spread["labelSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+        args = pod["containers"][0]["args"]
+        assert "--lease=shabari-system/rel-shabari-gateway-learner" in args
+        assert "--advertise-url=http://$(POD_IP):8080" in args
+        env = {e["name"] for e in pod["containers"][0]["env"]}
+        assert {"POD_NAME", "POD_IP"} <= env
+        pdb = named(default_docs, "PodDisruptionBudget", "-gateway")
+        assert pdb["spec"]["minAvailable"] == 1
+        assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+
+    def test_lease_rbac_is_get_create_update_on_leases_only(
+            self, default_docs: list[dict[str, Any]]) -> None:
+        lease_rules = [r for r in rules(default_docs, "Role", "-gateway")
+                       if "coordination.k8s.io" in r["apiGroups"]]
+        assert lease_rules == [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": ["rel-shabari-gateway-learner"], "verbs": ["get", "update"]}]
+        for role in by_kind(default_docs, "ClusterRole"):
+            assert not any("leases" in r.get("resources", []) for r in role["rules"])
+
+    def test_local_backend_replicas_get_the_lease_and_the_token(
+            self, k8s_tools: K8sTools, tmp_path: Path) -> None:
+        docs = render(k8s_tools, tmp_path, {"gateway": {"backend": "local", "replicas": 3}})
+        gw = rules(docs, "Role", "-gateway")
+        assert grants(gw, "leases", "update") and not grants(gw, "pods", "create")
+        pod = named(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is True
+
+    def test_one_replica_elects_nothing(self, k8s_tools: K8sTools, tmp_path: Path) -> None:
+        docs = render(k8s_tools, tmp_path, {"gateway": {"replicas": 1}})
+        assert not by_kind(docs, "PodDisruptionBudget")
+        args = named(docs, "Deployment", "-gateway")["spec"]["template"]["spec"][
+            "containers"][0]["args"]
+        assert not [a for a in args if a.startswith("--lease")]
+        assert not grants(rules(docs, "Role", "-gateway"), "leases", "get")
+
+    def test_replicas_reach_each_other_through_the_network_policy(
+            self, custom_docs: list[dict[str, Any]]) -> None:
+        dep = named(custom_docs, "Deployment", "-gateway")
+        ingress = named(custom_docs, "NetworkPolicy", "-gateway")["spec"]["ingress"][0]
+        assert {"podSelector": {"matchLabels": dep["spec"]["selector"]["matchLabels"]}} in \
+            ingress["from"]
 
 
 class TestValuesFile:

@@ -43,3 +43,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "shabari.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/* Whether the gateway runs as replicas that elect a learner (more than one replica). */}}
+{{- define "shabari.gatewayReplicated" -}}
+{{- if gt (int .Values.gateway.replicas) 1 }}true{{ end }}
+{{- end }}
+
+{{/* Name of the gateway replicas' learner Lease. */}}
+{{- define "shabari.learnerLease" -}}
+{{- .Values.gateway.replication.leaseName | default (printf "%s-learner" (include "shabari.componentName" (dict "root" . "component" "gateway"))) }}
+{{- end }}
