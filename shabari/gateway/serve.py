@@ -103,7 +103,8 @@ class CappedServer(web.Server):
         self._last_active: dict[RequestHandler, float] = {}
 
     def __call__(self) -> Any:
-        conns = self.connections
+        # closed ones stay listed until their task ends: only open transports count
+        conns = [h for h in self.connections if h.transport is not None]
         if len(conns) >= self.max_connections and not self._evict_idle(conns):
             if self._on_refused is not None:
                 self._on_refused()
