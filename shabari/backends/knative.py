@@ -8,9 +8,19 @@ the operator, or by this backend with `manage_variants: true`):
   Route `{function}-shabari`: one target per size tagged `{tag}`, e.g. `cpu500m-mem512mi`
   (`-gpu1` with GPUs; see `variant_tag`), the default size taking 100% of untagged traffic
 
-Each invocation goes to the Route's host through the Knative ingress with the header
-`Knative-Serving-Tag: <tag>` (config-features `tag-header-based-routing: Enabled`), so the
-decided size serves it; sending it to a warm larger variant when the decided one is cold is the
+Each invocation goes through the Knative ingress to the decided size: with the header
+`Knative-Serving-Tag: <tag>` on the Route's host when config-features says
+`tag-header-based-routing: Enabled`, else (Knative's default: Disabled, and the header is
+then ignored: every call would reach the default size) on the tag's own hostname
+`<tag>-<route>.<namespace>.<domain>` from the Route's `status.traffic[].url`, which Knative
+always programs. The backend reads config-features once, logs which way it routes, and reports
+`TagHeaderRoutingDisabled` (metric `shabari_platform_limitation`, `/readyz`). The Route is looked
+up in the backend's namespace, then in every namespace (the operator creates it next to the
+policy), so a policy in another namespace than the gateway's is found. Tag hostnames must fit in
+one DNS label: `route_name` leaves room for the longest tag. Variants start with
+`autoscaling.knative.dev/initial-scale: "0"` where config-autoscaler allows it
+(`allow-zero-initial-scale`), so a size that cannot be scheduled (a GPU size on a CPU cluster)
+does not keep the Route from becoming Ready; elsewhere that is reported. The sending it to a warm larger variant when the decided one is cold is the
 scheduler's choice, expressed by the pod it hands us. Knative scales variants to zero and back
 by itself: a request to a cold variant waits in the activator while a pod starts. That cold
 start is detected from the response timing: the round trip minus the time the worker reports
@@ -23,9 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,6 +53,7 @@ from shabari.backends._k8s_api import (
     KubeApi,
     KubeConfig,
     KubeConflictError,
+    KubeForbiddenError,
     KubeNotFoundError,
 )
 from shabari.backends._options import (
@@ -72,13 +84,22 @@ __all__ = [
     "variant_tag",
 ]
 
+log = logging.getLogger(__name__)
+
 TAG_HEADER = "Knative-Serving-Tag"
 SERVING = "/apis/serving.knative.dev/v1"
+#: Knative Serving's own namespace (config-features, config-autoscaler)
+KNATIVE_NAMESPACE = "knative-serving"
+#: room left in a 63-character DNS label for `<tag>-` before the Route's name: the longest tag
+#: of any size (`cpu128000m-mem1048576mi-gpu16`, 29 characters) and its dash
+ROUTE_NAME_MAX = 63 - 30
+#: the annotation that keeps a new revision at zero pods until a request comes
+INITIAL_SCALE = "autoscaling.knative.dev/initial-scale"
 GPU_RESOURCE = "nvidia.com/gpu"
 #: options of the knative backend besides the API connection's (docs/platforms.md)
 OPTION_KEYS = (
     "ingress_url", "manage_variants", "image_prefix", "images", "routes", "ready_timeout_s",
-    "poll_interval_s", "cold_start_threshold_ms", "cpu", "memory", "gpus",
+    "poll_interval_s", "cold_start_threshold_ms", "cpu", "memory", "gpus", "knative_namespace",
 )
 
 
@@ -92,13 +113,13 @@ def variant_tag(size: Size) -> str:
     return f"{tag}-gpu{size.gpu}" if size.gpu else tag
 
 
-def dns_name(*parts: str) -> str:
-    """Join into a DNS-1035 label, hashing the tail beyond 63 characters (as the operator)."""
+def dns_name(*parts: str, limit: int = 63) -> str:
+    """Join into a DNS-1035 label, hashing the tail beyond `limit` characters (as the operator)."""
     name = re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower()).strip("-")
-    if len(name) <= 63:
+    if len(name) <= limit:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:54].rstrip('-')}-{digest}"
+    return f"{name[:limit - 9].rstrip('-')}-{digest}"
 
 
 def configuration_name(function: str, size: Size) -> str:
@@ -107,13 +128,22 @@ def configuration_name(function: str, size: Size) -> str:
 
 
 def route_name(function: str) -> str:
-    """The tagged Route of a function's variants: `{function}-shabari`."""
-    return dns_name(function, "shabari")
+    """The tagged Route of a function's variants: `{function}-shabari`.
+
+    At most `ROUTE_NAME_MAX` characters, so that every tag hostname `<tag>-<route>` stays one
+    DNS label (63 characters); longer names are shortened with a hash.
+    """
+    return dns_name(function, "shabari", limit=ROUTE_NAME_MAX)
+
+
+def tag_hostname_problems(route: str, tags: Iterable[str]) -> list[str]:
+    """Tags whose hostname label `<tag>-<route>` would exceed 63 characters."""
+    return [f"{t}-{route}" for t in tags if len(f"{t}-{route}") > 63]
 
 
 def variant_manifests(
     spec: FunctionSpec, namespace: str, image: str, *, container_port: int = 8080,
-    extra_labels: Mapping[str, str] | None = None,
+    extra_labels: Mapping[str, str] | None = None, zero_initial_scale: bool = False,
 ) -> list[dict[str, Any]]:
     """The Configurations (one per size) and the tagged Route of a function, as manifests.
 
@@ -136,6 +166,8 @@ def variant_manifests(
                 "metadata": {"annotations": {
                     # one request at a time per pod: the size is for one invocation
                     "autoscaling.knative.dev/target": "1",
+                    # no pod per size at creation (only where the cluster allows zero)
+                    **({INITIAL_SCALE: "0"} if zero_initial_scale else {}),
                 }},
                 "spec": {
                     "containerConcurrency": 1,
@@ -166,6 +198,9 @@ def variant_manifests(
 class _Route:
     host: str
     tags: frozenset[str]
+    #: tag -> its own hostname (`status.traffic[].url`), used when header routing is off
+    tag_hosts: Mapping[str, str]
+    namespace: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +247,51 @@ class KnativeBackend:
         self._http: aiohttp.ClientSession | None = None
         self._routes: dict[str, _Route] = {}
         self._pods: dict[PodId, _Pod] = {}
+        self.knative_namespace = opt_str(opts, "knative_namespace", b, KNATIVE_NAMESPACE) or (
+            KNATIVE_NAMESPACE)
+        #: None until config-features was read; then: does Knative honour the tag header?
+        self.tag_header_routing: bool | None = None
+        self.zero_initial_scale = False
+        self._limitations: dict[str, str] = {}
+
+    def limitations(self) -> dict[str, str]:
+        """What this Knative installation cannot do that Variants needs (see module doc)."""
+        return dict(self._limitations)
+
+    async def _read_features(self) -> None:
+        """Read config-features / config-autoscaler once (bounded; unreadable = defaults)."""
+        if self.tag_header_routing is not None:
+            return
+        features = await self._configmap("config-features")
+        autoscaler = await self._configmap("config-autoscaler")
+        self.tag_header_routing = str(features.get("tag-header-based-routing", "")).lower() == (
+            "enabled")
+        self.zero_initial_scale = str(autoscaler.get("allow-zero-initial-scale", "")
+                                      ).lower() == "true"
+        where = f"{self.knative_namespace}/config-features"
+        if self.tag_header_routing:
+            log.info("knative: %s enables tag-header-based-routing: routing by %s", where,
+                     TAG_HEADER)
+        else:
+            self._limitations["TagHeaderRoutingDisabled"] = (
+                f"tag-header-based-routing is not Enabled in {where} (Knative's default): "
+                "each invocation is routed by its tag's hostname instead of the header")
+            log.warning("knative: tag-header-based-routing is not Enabled in %s; routing each "
+                        "invocation by its size variant's tag hostname instead", where)
+        if not self.zero_initial_scale:
+            self._limitations["ZeroInitialScaleNotAllowed"] = (
+                f"{self.knative_namespace}/config-autoscaler does not allow-zero-initial-scale: "
+                "every size variant starts a pod when created, and a size that cannot be "
+                "scheduled keeps its Route from becoming Ready")
+
+    async def _configmap(self, name: str) -> Mapping[str, Any]:
+        try:
+            cm = await self.api.get(f"/api/v1/namespaces/{self.knative_namespace}/configmaps/"
+                                    f"{name}")
+        except (KubeNotFoundError, KubeForbiddenError):
+            return {}  # not readable: Knative's defaults apply
+        data = cm.get("data")
+        return data if isinstance(data, dict) else {}
 
     @property
     def api(self) -> KubeApi:
@@ -247,9 +327,11 @@ class KnativeBackend:
 
     async def prepare(self, spec: FunctionSpec) -> None:
         """Check (or, with `manage_variants`, create) the variants; wait for the Route."""
+        await self._read_features()
         if self.manage_variants:
             image = self._images.get(spec.name) or f"{self.image_prefix}{spec.name}"
-            for manifest in variant_manifests(spec, self.api.config.namespace, image):
+            for manifest in variant_manifests(spec, self.api.config.namespace, image,
+                                              zero_initial_scale=self.zero_initial_scale):
                 plural = "configurations" if manifest["kind"] == "Configuration" else "routes"
                 try:
                     await self.api.create(self._path(plural), manifest)
@@ -262,23 +344,48 @@ class KnativeBackend:
         """The Route serving `function` (option `routes`, else `{function}-shabari`)."""
         return self._route_names.get(function) or route_name(function)
 
+    async def _find_route(self, name: str) -> dict[str, Any] | None:
+        """The Route in our namespace, else the one of that name in any namespace."""
+        try:
+            return await self.api.get(self._path("routes", name))
+        except KubeNotFoundError:
+            pass
+        try:
+            listing = await self.api.get(f"{SERVING}/routes")
+        except (KubeNotFoundError, KubeForbiddenError):
+            return None  # no cluster-wide read: only our namespace is searched
+        found = [r for r in listing.get("items", [])
+                 if isinstance(r, dict) and (r.get("metadata") or {}).get("name") == name]
+        if len(found) > 1:
+            where = sorted(str(r["metadata"].get("namespace")) for r in found)
+            raise BackendError(f"Route {name} exists in several namespaces: {where}",
+                               detail="set the option routes to pick one (namespace/name)")
+        return found[0] if found else None
+
     async def _wait_route(self, spec: FunctionSpec) -> _Route:
         wanted = {variant_tag(s) for s in spec.sizes}
         deadline = time.monotonic() + self.ready_timeout_s
         problem = "not found"
         name = self.route_of(spec.name)
+        too_long = tag_hostname_problems(name, wanted)
+        if too_long:
+            raise BackendError(f"Knative tag hostnames of {spec.name} exceed 63 characters",
+                               detail=f"{too_long[0]}: shorten the Route name (option routes)")
         while True:
-            try:
-                route = await self.api.get(self._path("routes", name))
+            route = await self._find_route(name)
+            if route is None:
+                problem = "Route not found in any readable namespace"
+            else:
                 parsed, problem = _parse_route(route, wanted)
                 if parsed is not None:
                     return parsed
-            except KubeNotFoundError:
-                problem = "Route not found"
             if time.monotonic() >= deadline:
+                if not self.zero_initial_scale:
+                    problem += (" (every size starts a pod: one that cannot be scheduled keeps "
+                                "the Route from Ready; allow-zero-initial-scale avoids that)")
                 raise BackendError(
                     f"Knative variants of {spec.name} are not ready",
-                    detail=f"Route {self.api.config.namespace}/{name}: {problem} "
+                    detail=f"Route {name}: {problem} "
                     "(is the operator running with mode Variants, or set manage_variants)",
                 )
             await asyncio.sleep(self.poll_interval_s)
@@ -297,7 +404,12 @@ class KnativeBackend:
         if tag not in route.tags:
             raise BackendError(f"no Knative variant {tag} for {spec.name}",
                                detail="the Route has no target with that tag")
-        self._pods[pod_id] = _Pod(pod_id, spec.name, size, tag, route.host)
+        host = route.host if self.tag_header_routing else route.tag_hosts.get(tag, "")
+        if not host:
+            raise BackendError(f"no hostname for Knative variant {tag} of {spec.name}",
+                               detail="the Route's status.traffic has no url for that tag and "
+                               "tag-header-based-routing is not Enabled")
+        self._pods[pod_id] = _Pod(pod_id, spec.name, size, tag, host)
         return PodHandle(pod_id, spec.name, size, node_id, 0.0)
 
     async def resize(self, pod_id: PodId, cpu_millicores: int) -> None:
@@ -321,7 +433,8 @@ class KnativeBackend:
             reply = await post_to_worker(
                 self._http, f"{self.ingress_url}/invoke", body, content_type, timeout_s,
                 cpu_millicores=pod.size.cpu_millicores, memory_mib=pod.size.memory_mib,
-                extra_headers={"Host": pod.host, TAG_HEADER: pod.tag},
+                extra_headers={"Host": pod.host, TAG_HEADER: pod.tag}
+                if self.tag_header_routing else {"Host": pod.host},
             )
         except WorkerConnectionError as exc:
             raise BackendUnavailableError(
@@ -344,13 +457,18 @@ def _parse_route(route: Mapping[str, Any], wanted: set[str]) -> tuple[_Route | N
     if ready is None or ready.get("status") != "True":
         reason = "" if ready is None else f": {ready.get('reason', '')} {ready.get('message', '')}"
         return None, f"Route not Ready{reason}".strip()
-    tags = frozenset(str(t["tag"]) for t in status.get("traffic") or []
-                     if isinstance(t, dict) and t.get("tag"))
+    traffic = [t for t in status.get("traffic") or [] if isinstance(t, dict) and t.get("tag")]
+    tags = frozenset(str(t["tag"]) for t in traffic)
     missing = wanted - tags
     if missing:
         return None, f"Route lacks tags {', '.join(sorted(missing))}"
-    url = str(status.get("url") or "")
-    host = url.split("://", 1)[-1].split("/", 1)[0]
+    host = _host(status.get("url"))
     if not host:
         return None, "Route has no status.url yet"
-    return _Route(host, tags), ""
+    tag_hosts = {str(t["tag"]): _host(t.get("url")) for t in traffic if _host(t.get("url"))}
+    namespace = str((route.get("metadata") or {}).get("namespace") or "")
+    return _Route(host, tags, tag_hosts, namespace), ""
+
+
+def _host(url: object) -> str:
+    return str(url or "").split("://", 1)[-1].split("/", 1)[0]

@@ -397,13 +397,31 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if request.resource is None or not isinstance(data, dict):
             return []
         if request.action == kmock.action.CREATE:
-            return object_errors(data) + schema_errors(data)
+            return object_errors(data) + schema_errors(data) + self._knative_errors(data)
         if request.action == kmock.action.UPDATE and request.subresource == "resize":
             key = (request.resource, request.namespace, request.name)
             if key not in self._objects or self._objects[key].deleted:
                 return []  # the 404 comes from the emulator
             return resize_errors(self._objects[key].raw, data)
         return []
+
+    def _knative_errors(self, obj: Mapping[str, Any]) -> list[str]:
+        """Knative's webhook: `initial-scale: "0"` needs `allow-zero-initial-scale: "true"` in
+        knative-serving/config-autoscaler (serving pkg/apis/autoscaling validation)."""
+        if (_group(obj), obj.get("kind")) not in (("serving.knative.dev", "Configuration"),
+                                                  ("serving.knative.dev", "Service")):
+            return []
+        template = (obj.get("spec") or {}).get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        if annotations.get("autoscaling.knative.dev/initial-scale") != "0":
+            return []
+        key = next((k for k in self._objects if k[0].plural == "configmaps"
+                    and k[1] == "knative-serving" and k[2] == "config-autoscaler"), None)
+        data = {} if key is None else (self._objects[key].raw.get("data") or {})
+        if data.get("allow-zero-initial-scale") == "true":
+            return []
+        return ["metadata.annotations.autoscaling.knative.dev/initial-scale: invalid value: 0 "
+                "(initial-scale=0 requires allow-zero-initial-scale in config-autoscaler)"]
 
     def requests_without_token(self, token: str) -> list[tuple[str, str, str | None]]:
         """Requests that did not carry exactly `Authorization: Bearer <token>`."""

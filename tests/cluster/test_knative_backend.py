@@ -1,11 +1,15 @@
 """The knative backend against the emulated API server and a tag-routing test ingress.
 
 `FakeKnative` stands in for Knative Serving's controller and data plane, both over real HTTP:
-the controller marks Routes Ready and publishes their tagged traffic and URL in the status; the
-ingress routes each request by its Host header to a Route and by `Knative-Serving-Tag` to the
-tagged Configuration (no tag: the 100% target), scales that Configuration from zero by starting
-a real worker process (`python -m shabari.runtime.worker --http`) while holding the request, as
-the activator does, and proxies the request to it.
+the controller marks Routes (in every namespace) Ready and publishes their tagged traffic, each
+tag's own URL and the Route's URL in the status, unless a tag hostname `<tag>-<route>` exceeds
+one DNS label or a variant must start a pod that cannot be scheduled (a GPU size here) because
+it lacks `initial-scale: "0"`; the ingress routes each request by its Host header to a Route (or
+to a tag, by the tag's hostname) and, only when `knative-serving/config-features` says
+`tag-header-based-routing: Enabled` (Knative's default is Disabled), by `Knative-Serving-Tag` to
+the tagged Configuration (otherwise: the 100% target), scales that Configuration from zero by
+starting a real worker process (`python -m shabari.runtime.worker --http`) while holding the
+request, as the activator does, and proxies the request to it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from strict_api import admin_headers
 
 from shabari.backends.base import Backend
 from shabari.backends.knative import (
+    INITIAL_SCALE,
     TAG_HEADER,
     KnativeBackend,
     configuration_name,
@@ -55,6 +60,8 @@ class FakeKnative:
         self.workers: dict[str, tuple[asyncio.subprocess.Process, int]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.served_by: list[str] = []
+        #: (Host, Knative-Serving-Tag header) of every request the ingress saw
+        self.requests: list[tuple[str, str | None]] = []
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self.ingress)
         self._session: aiohttp.ClientSession | None = None
@@ -85,33 +92,62 @@ class FakeKnative:
             return await resp.json() if resp.status == 200 else None
 
     async def _reconcile_routes(self) -> None:
-        """The controller part: Routes become Ready with their tags and URL in the status."""
+        """The controller part: Routes become Ready with their tags and URLs in the status."""
         while True:
-            listing = await self._get(f"{SERVING}/namespaces/{NAMESPACE}/routes") or {}
+            listing = await self._get(f"{SERVING}/routes") or {}
             for route in listing.get("items", []):
                 if (route.get("status") or {}).get("conditions"):
                     continue
-                name = route["metadata"]["name"]
-                traffic = [{**t, "revisionName": f"{t['configurationName']}-00001"}
-                           for t in route["spec"]["traffic"]]
-                status = {"conditions": [{"type": "Ready", "status": "True"}],
-                          "url": f"http://{name}.{NAMESPACE}.example.com", "traffic": traffic}
+                name, ns = route["metadata"]["name"], route["metadata"]["namespace"]
+                problem = await self._route_problem(route)
+                if problem is not None:
+                    status: dict[str, Any] = {"conditions": [
+                        {"type": "Ready", "status": "False", "reason": problem[0],
+                         "message": problem[1]}]}
+                else:
+                    traffic = [{**t, "revisionName": f"{t['configurationName']}-00001",
+                                **({"url": f"http://{t['tag']}-{name}.{ns}.example.com"}
+                                   if t.get("tag") else {})}
+                               for t in route["spec"]["traffic"]]
+                    status = {"conditions": [{"type": "Ready", "status": "True"}],
+                              "url": f"http://{name}.{ns}.example.com", "traffic": traffic}
                 async with self.session.patch(
-                    f"{self.api_url}/{SERVING}/namespaces/{NAMESPACE}/routes/{name}/status",
+                    f"{self.api_url}/{SERVING}/namespaces/{ns}/routes/{name}/status",
                     json={"status": status},
                     headers={"Content-Type": "application/merge-patch+json"},
                 ) as resp:
                     await resp.read()
             await asyncio.sleep(0.05)
 
-    async def _worker_for(self, configuration: str) -> int:
+    async def _route_problem(self, route: dict[str, Any]) -> tuple[str, str] | None:
+        name, ns = route["metadata"]["name"], route["metadata"]["namespace"]
+        for t in route["spec"]["traffic"]:
+            if t.get("tag") and len(f"{t['tag']}-{name}") > 63:
+                return "DomainTooLong", f"tag hostname {t['tag']}-{name} exceeds 63 characters"
+            conf = await self._get(
+                f"{SERVING}/namespaces/{ns}/configurations/{t['configurationName']}")
+            if conf is None:
+                return "ConfigurationMissing", t["configurationName"]
+            template = conf["spec"]["template"]
+            annotations = (template.get("metadata") or {}).get("annotations") or {}
+            limits = template["spec"]["containers"][0].get("resources", {}).get("limits", {})
+            if annotations.get(INITIAL_SCALE) != "0" and limits.get("nvidia.com/gpu"):
+                return "RevisionFailed", (f"{t['configurationName']}: 0/1 nodes are "
+                                          "available: Insufficient nvidia.com/gpu")
+        return None
+
+    async def header_routing(self) -> bool:
+        cm = await self._get("api/v1/namespaces/knative-serving/configmaps/config-features")
+        return ((cm or {}).get("data") or {}).get("tag-header-based-routing") == "Enabled"
+
+    async def _worker_for(self, namespace: str, configuration: str) -> int:
         """Scale from zero: start the configuration's pod (a worker) if none is running."""
         lock = self.locks.setdefault(configuration, asyncio.Lock())
         async with lock:
             if configuration in self.workers:
                 return self.workers[configuration][1]
             conf = await self._get(
-                f"{SERVING}/namespaces/{NAMESPACE}/configurations/{configuration}")
+                f"{SERVING}/namespaces/{namespace}/configurations/{configuration}")
             assert conf is not None, configuration
             container = conf["spec"]["template"]["spec"]["containers"][0]
             function = container["image"].removeprefix("test/")
@@ -133,11 +169,22 @@ class FakeKnative:
             return port
 
     async def ingress(self, request: web.Request) -> web.StreamResponse:
-        host_route = request.host.split(".", 1)[0]
-        route = await self._get(f"{SERVING}/namespaces/{NAMESPACE}/routes/{host_route}")
+        label, _, rest = request.host.partition(".")
+        ns = rest.split(".", 1)[0]
+        listing = await self._get(f"{SERVING}/namespaces/{ns}/routes") or {}
+        route, tag = None, None
+        for r in listing.get("items", []):
+            name = r["metadata"]["name"]
+            if label == name:
+                route = r
+            for t in r["spec"]["traffic"]:
+                if t.get("tag") and label == f"{t['tag']}-{name}":
+                    route, tag = r, t["tag"]  # the tag's own hostname
         if route is None:
             return web.Response(status=404, text=f"no route for host {request.host}")
-        tag = request.headers.get(TAG_HEADER)
+        self.requests.append((request.host, request.headers.get(TAG_HEADER)))
+        if tag is None and await self.header_routing():
+            tag = request.headers.get(TAG_HEADER)  # ignored unless the feature is Enabled
         targets = route["spec"]["traffic"]
         if tag:
             target = next((t for t in targets if t.get("tag") == tag), None)
@@ -146,7 +193,7 @@ class FakeKnative:
         if target is None:
             return web.Response(status=404, text=f"no traffic target tagged {tag}")
         configuration = target["configurationName"]
-        port = await self._worker_for(configuration)
+        port = await self._worker_for(ns, configuration)
         self.served_by.append(configuration)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower().startswith("x-shabari") or k.lower() == "content-type"}
@@ -276,9 +323,14 @@ class TestFailures:
         manifests = variant_manifests(spec("echo"), NAMESPACE, "test/echo")
         route = manifests[-1]
         route["spec"]["traffic"] = route["spec"]["traffic"][:1]  # drop the big size's target
-        async with aiohttp.ClientSession(headers=admin_headers()) as s, s.post(
-                f"{api_url}/{SERVING}/namespaces/{NAMESPACE}/routes", json=route) as resp:
-            assert resp.status in (200, 201)
+        async with aiohttp.ClientSession(headers=admin_headers()) as s:
+            for conf in manifests[:-1]:
+                async with s.post(f"{api_url}/{SERVING}/namespaces/{NAMESPACE}/configurations",
+                                  json=conf) as resp:
+                    assert resp.status in (200, 201), await resp.text()
+            async with s.post(f"{api_url}/{SERVING}/namespaces/{NAMESPACE}/routes",
+                              json=route) as resp:
+                assert resp.status in (200, 201)
         b = KnativeBackend({"api_url": api_url, "token": BACKEND_TOKEN, "namespace": NAMESPACE, "ingress_url": ingress,
                             "ready_timeout_s": 1, "poll_interval_s": 0.1})
         await b.start()
