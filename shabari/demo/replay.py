@@ -187,3 +187,30 @@ async def closed_loop(
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     samples.sort(key=lambda x: x.index)
     return samples
+
+
+async def interleaved(
+    bases: Mapping[str, str],
+    jobs: Sequence[tuple[str, GeneratedInput]],
+    *,
+    progress: Progress | None = None,
+) -> dict[str, list[Sample]]:
+    """Send every job to every gateway, one request at a time, policies in rotating order.
+
+    Job i goes to all policies back to back (the order rotates with i, so no policy is always
+    first after a pause), so every policy sees the same inputs in the same order under the same
+    background load, and no two of the demo's invocations ever share the cores.
+    """
+    names = list(bases)
+    out: dict[str, list[Sample]] = {n: [] for n in names}
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(timeout=timeout) as s:
+        t0 = time.monotonic()
+        for i, (fn, inp) in enumerate(jobs):
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
+                sample = await _send(s, bases[name], i, fn, inp, t0)
+                out[name].append(sample)
+                if progress is not None:
+                    progress.step(sample.status != 200)
+    return out
