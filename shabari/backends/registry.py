@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shabari.backends._options import opt_int
 from shabari.backends.base import Backend
 from shabari.core.errors import ConfigError
 
@@ -26,7 +27,7 @@ def create_backend(name: str, options: Mapping[str, object] | None = None) -> Ba
     """Build (not start) the backend `name`; call `await backend.start()` before use.
 
     local:      options `functions` (Mapping[str, BundledFunction]; default: bundled ones),
-                `cpu_millicores`, `memory_mib`, `cgroup_root`, `node_id`.
+                `cpu_millicores`, `memory_mib`, `cgroup_root`, `node_id`, `cpu_shares`.
     kubernetes: shabari.backends.kubernetes.KubernetesOptions keys + the API connection
                 (`api_url`, `token`, `ca_file`, `namespace`, ... or kubeconfig/in-cluster).
     knative:    `ingress_url` (required), `manage_variants`, `cold_start_threshold_ms`, ...
@@ -36,8 +37,10 @@ def create_backend(name: str, options: Mapping[str, object] | None = None) -> Ba
     if name == "local":
         from shabari.backends.local import LocalBackend
 
-        kwargs = {k: opts[k] for k in ("cpu_millicores", "memory_mib", "cgroup_root", "node_id")
-                  if k in opts}
+        keys = ("cpu_millicores", "memory_mib", "cgroup_root", "node_id")
+        kwargs: dict[str, Any] = {k: opts[k] for k in keys if k in opts}
+        if "cpu_shares" in opts:  # the instance's CPU weight against the rest of the machine
+            kwargs["cpu_shares"] = opt_int(opts, "cpu_shares", "local", 1024, minimum=2)
         local: Backend = LocalBackend(opts.get("functions"), **kwargs)
         return local
     if name == "kubernetes":

@@ -130,7 +130,7 @@ def perf_tables(entries: Mapping[str, FunctionEntry]) -> dict[str, BestLatencyTa
 
 
 #: `backend:` options of the local backend (its capacity also has CLI flags)
-LOCAL_OPTIONS = ("cpu_millicores", "memory_mib", "cgroup_root", "node_id")
+LOCAL_OPTIONS = ("cpu_millicores", "memory_mib", "cgroup_root", "node_id", "cpu_shares")
 
 
 def make_backend(kind: str, entries: Mapping[str, FunctionEntry], *,

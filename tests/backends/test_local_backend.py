@@ -25,6 +25,7 @@ from shabari.backends.local import LocalBackend
 from shabari.core import (
     BackendError,
     CapacityError,
+    ConfigError,
     FunctionFailedError,
     FunctionName,
     InvocationTimeoutError,
@@ -131,6 +132,15 @@ class TestContract:
         assert node.memory_mib > 256
         (node,) = LocalBackend({}, cpu_millicores=8000, memory_mib=4096, node_id="n1").nodes()
         assert (node.node_id, node.cpu_millicores, node.memory_mib) == ("n1", 8000, 4096)
+
+    def test_cpu_shares_option_from_the_gateway_config(self) -> None:
+        from shabari.gateway.cli import make_backend
+
+        b = make_backend("local", {}, options={"cpu_shares": 32768})
+        assert isinstance(b, LocalBackend) and b._cpu_shares == 32768
+        assert make_backend("local", {})._cpu_shares is None  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match="cpu_shares"):
+            make_backend("local", {}, options={"cpu_shares": "lots"})
 
     async def test_unknown_function_and_impossible_sizes(self, backend: LocalBackend,
                                                          probe_functions: dict[str, BundledFunction]
