@@ -80,6 +80,10 @@ CALIBRATION_EXTRA_AT_LARGEST = 2
 TRAIN_CALIBRATION_REPEATS = 2
 #: nice value for the demo and its gateways (lower = more CPU under contention); needs root
 DEMO_NICE = -10
+#: the CPU weight of each demo gateway's pod tree against everything else on the machine
+#: (cgroup v1 shares; 1024 = one ordinary process): the pods get the cores their quota allows
+#: even when other work keeps the machine busy (the local backend's `cpu_shares` option)
+DEMO_CPU_SHARES = 32768
 #: the declared node: room for every function's largest pod of every policy (see the docstring)
 NODE_ARGS = ("--node-cpus", "64", "--node-memory-gib", "64", "--keep-alive", "3600")
 
@@ -112,7 +116,7 @@ def write_functions_config(path: Path, fns: Mapping[str, BundledFunction],
                            slos: Mapping[str, Mapping[str, float]],
                            perf_table: Path | None) -> None:
     extra = {} if perf_table is None else {"perfTable": str(perf_table.resolve())}
-    doc = {"functions": {name: {
+    doc = {"backend": {"cpu_shares": DEMO_CPU_SHARES}, "functions": {name: {
         "directory": str(f.directory),
         "featurizer": {"type": f.spec.featurizer, "options": dict(f.spec.featurizer_options)},
         "sizes": {"cpu": list(CPU_MENU), "memory": list(MEMORY_MENU)},
@@ -261,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
         rows = asyncio.run(calibrate(cal_dir, fns, [
             (replay_inputs, CPU_MENU, CALIBRATION_REPEATS),
             (replay_inputs, largest, CALIBRATION_EXTRA_AT_LARGEST),
-            (train_inputs, largest, TRAIN_CALIBRATION_REPEATS)], features, show))
+            (train_inputs, largest, TRAIN_CALIBRATION_REPEATS)], features, show,
+            cpu_shares=DEMO_CPU_SHARES))
         # the full grid of the replay inputs (the oracle, the trade-off chart), and the
         # largest size of every input (the SLO base the gateways read: a performance table
         # needs every size for every input, and training inputs are run at the largest only)

@@ -33,9 +33,11 @@ from shabari.gateway.process import GatewayProcess
 from shabari.runtime.catalog import BundledFunction, GeneratedInput
 
 
-def _config(path: Path, fns: Mapping[str, BundledFunction], cpu: int) -> None:
+def _config(path: Path, fns: Mapping[str, BundledFunction], cpu: int,
+            cpu_shares: int | None) -> None:
     mem = format_memory(largest_memory_mib())
-    doc = {"functions": {name: {"directory": str(f.directory), "featurizer": {
+    backend = {} if cpu_shares is None else {"backend": {"cpu_shares": cpu_shares}}
+    doc = {**backend, "functions": {name: {"directory": str(f.directory), "featurizer": {
         "type": f.spec.featurizer, "options": dict(f.spec.featurizer_options)},
         "slo": {"slowdown": 1.5}, "sizes": {"cpu": [format_cpu(cpu)], "memory": [mem]},
         "gpuCapable": False} for name, f in fns.items()}}
@@ -47,7 +49,7 @@ async def calibrate(
     out: Path, fns: Mapping[str, BundledFunction],
     inputs: Sequence[tuple[Mapping[str, Sequence[GeneratedInput]], Sequence[str], int]],
     features: Mapping[tuple[str, str], Mapping[str, float]], show: bool,
-    gateway_args: Sequence[str] = (),
+    cpu_shares: int | None = None, gateway_args: Sequence[str] = (),
 ) -> list[PerfRow]:
     """Measure input sets: (inputs by function, CPU sizes to measure, repeats) triples.
 
@@ -57,7 +59,7 @@ async def calibrate(
     gws: dict[int, GatewayProcess] = {}
     for cpu in cpus:
         d = out / f"cpu-{cpu}m"
-        _config(d / "functions.yaml", fns, cpu)
+        _config(d / "functions.yaml", fns, cpu, cpu_shares)
         gws[cpu] = GatewayProcess(
             ["--config", str(d / "functions.yaml"), "--policy", "static-max",
              "--state-dir", str(d), "--keep-alive", "3600", "--max-concurrent", "1",

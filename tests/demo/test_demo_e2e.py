@@ -46,7 +46,7 @@ def test_demo_writes_summary_and_report(tmp_path: Path, monkeypatch: pytest.Monk
     counts = {p["invocations"] for p in summary["policies"].values()}
     assert len(counts) == 1 and counts.pop() > 0  # every policy served the same replay
     for name, p in summary["policies"].items():
-        assert SCHEMA_KEYS <= set(p), name
+        assert set(p) >= SCHEMA_KEYS, name
         # allocation really measured: decided size x held time, for every invocation
         assert p["allocated_vcpu_seconds"] > 0 and p["allocated_memory_gib_seconds"] > 0
         assert p["latency_ms"]["p50"] > 0 and p["decision_us"]["p50"] > 0

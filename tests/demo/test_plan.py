@@ -45,8 +45,8 @@ class TestAbsoluteSlo:
 
 
 class TestOracle:
-    PTS = [SizePoint(250, 400.0, 90.0), SizePoint(500, 200.0, 95.0),
-           SizePoint(1000, 110.0, 100.0), SizePoint(2000, 100.0, 140.0)]
+    PTS = (SizePoint(250, 400.0, 90.0), SizePoint(500, 200.0, 95.0),
+           SizePoint(1000, 110.0, 100.0), SizePoint(2000, 100.0, 140.0))
 
     def test_smallest_cpu_meeting_the_bound_and_memory_above_the_peak(self) -> None:
         assert oracle_choice(self.PTS, 150.0, [128, 256, 512]) == (1000, 256)

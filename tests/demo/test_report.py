@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -91,9 +91,10 @@ def _goals(policies: dict[str, dict[str, Any]]) -> dict[str, bool]:
 
 
 class TestVerdict:
-    GOOD = {"shabari": _policy(320, 16, 40.0, 10.0),  # 5.0%, 0.4x, 0.4x
-            "static-max": _policy(320, 10, 100.0, 25.0),  # 3.1%
-            "static-default": _policy(320, 40, 30.0, 12.0)}  # 12.5%
+    GOOD: ClassVar[dict[str, dict[str, Any]]] = {
+        "shabari": _policy(320, 16, 40.0, 10.0),  # 5.0%, 0.4x, 0.4x
+        "static-max": _policy(320, 10, 100.0, 25.0),  # 3.1%
+        "static-default": _policy(320, 40, 30.0, 12.0)}  # 12.5%
 
     def test_all_goals_met_on_a_good_run(self) -> None:
         checks = goal_checks(self.GOOD)
