@@ -110,6 +110,14 @@ class _Pod:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     invocations: int = 0
     gpu_ids: tuple[int, ...] = ()
+    #: the cgroup's OOM-kill count after the last invocation (nothing runs in an idle pod,
+    #: so it is the count before the next one: one cgroupfs read per invocation, not two)
+    oom_kills: int | None = None
+    #: reclaimable page cache (MiB) and when it was read: memory.stat is the costliest
+    #: cgroupfs read and a warm pod's inactive page cache barely moves, so it is re-read at
+    #: most every `INACTIVE_FILE_TTL_S`
+    inactive_file_mib: float = 0.0
+    inactive_file_at: float = float("-inf")
 
 
 class LocalBackend:
@@ -369,7 +377,9 @@ class LocalBackend:
                 raise BackendError(f"pod {pod_id!r} died before the invocation ran")
             if pod.cgroup is not None:  # tiny cgroupfs writes: cheaper inline than a thread hop
                 pod.cgroup.reset_peak()
-            oom0 = pod.cgroup.oom_kills() if pod.cgroup is not None else 0
+            oom0 = 0
+            if pod.cgroup is not None:
+                oom0 = pod.oom_kills if pod.oom_kills is not None else pod.cgroup.oom_kills()
             hits0 = pod.cgroup.limit_hits() if pod.cgroup is not None else 0
             log0 = _size(pod.log_path)
             request: dict[str, Any] = {
@@ -387,8 +397,9 @@ class LocalBackend:
             t0 = time.perf_counter()
             try:
                 # the deadline covers the write: a frozen worker stops draining its socket
-                meta, out = await asyncio.wait_for(
-                    _exchange(pod.writer, pod.reader, request, body), timeout_s)
+                # (asyncio.timeout, not wait_for: no task per invocation)
+                async with asyncio.timeout(timeout_s):
+                    meta, out = await _exchange(pod.writer, pod.reader, request, body)
             except TimeoutError:
                 latency = (time.perf_counter() - t0) * 1000.0
                 await self._discard(pod_id)
@@ -409,11 +420,13 @@ class LocalBackend:
             latency = (time.perf_counter() - t0) * 1000.0
             pod.invocations += 1
             peak_mib = float(meta.get("peak_rss_mib", 0.0))
+            child_oom = False
             if pod.cgroup is not None:
-                peak_mib = max(peak_mib, _working_set_peak(pod.cgroup))
-            # a child (e.g. ffmpeg) OOM-killed inside the pod surfaces as a function error:
-            # the cgroup's kill counter tells the truth
-            child_oom = pod.cgroup is not None and pod.cgroup.oom_kills() > oom0
+                peak_mib = max(peak_mib, _working_set_peak(pod, pod.cgroup))
+                # a child (e.g. ffmpeg) OOM-killed inside the pod surfaces as a function
+                # error: the cgroup's kill counter tells the truth
+                pod.oom_kills = pod.cgroup.oom_kills()
+                child_oom = pod.oom_kills > oom0
         status_text = str(meta.get("status", "error"))
         status = {"ok": OutcomeStatus.OK, "oom": OutcomeStatus.OOM}.get(
             status_text, OutcomeStatus.ERROR)
@@ -537,13 +550,21 @@ async def _exchange(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
     return await protocol.read_frame(reader)
 
 
-def _working_set_peak(cgroup: PodCgroup) -> float:
+#: seconds a pod's reclaimable page cache figure is reused (see `_Pod.inactive_file_mib`)
+INACTIVE_FILE_TTL_S = 1.0
+
+
+def _working_set_peak(pod: _Pod, cgroup: PodCgroup) -> float:
     """The pod's peak memory during the invocation as Kubernetes counts a working set: the
     cgroup's peak usage (workers *and* children such as ffmpeg) minus reclaimable page cache."""
     peak = cgroup.peak_mib()
     if peak is None:
         return 0.0
-    return max(0.0, peak - cgroup.inactive_file_mib())
+    now = time.monotonic()
+    if now - pod.inactive_file_at >= INACTIVE_FILE_TTL_S:
+        pod.inactive_file_mib = cgroup.inactive_file_mib()
+        pod.inactive_file_at = now
+    return max(0.0, peak - pod.inactive_file_mib)
 
 
 def _size(path: Path) -> int:

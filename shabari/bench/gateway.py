@@ -224,10 +224,19 @@ def measure(duration_s: float = DEFAULT_DURATION_S, seed: int = 1,
             learned, phase = _learning(gw)
             before = non_2xx(_text(f"{gw.base}/metrics"))
             by: dict[str, dict[str, Any]] = {}
+            assert gw.proc is not None
             for c in connections:
+                w0 = cpu_seconds(worker.pid)
                 d = run_wrk(direct_url, c, duration_s, script, bodies)
+                g0 = cpu_seconds(gw.proc.pid)
                 g = run_wrk(gw_url, c, duration_s, script, bodies)
-                by[str(c)] = {**_side_by_side(d, g), "connections": c}
+                g1 = cpu_seconds(gw.proc.pid)
+                w1 = cpu_seconds(worker.pid) - w0
+                by[str(c)] = {**_side_by_side(d, g), "connections": c,
+                              # CPU time per request of the gateway process itself and of
+                              # the direct worker: a load-independent view of the cost
+                              "gateway_cpu_ms_per_request": 1000 * (g1 - g0) / max(g.requests, 1),
+                              "direct_cpu_ms_per_request": 1000 * w1 / max(d.requests, 1)}
             gateway_non_2xx = non_2xx(_text(f"{gw.base}/metrics")) - before
             stats = gw.get_json("/stats")
         finally:
@@ -252,6 +261,16 @@ def measure(duration_s: float = DEFAULT_DURATION_S, seed: int = 1,
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (0 when it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
 def _text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:
         data: bytes = r.read()
@@ -269,11 +288,12 @@ def _learning(gw: GatewayProcess) -> tuple[int, str]:
 
 def _table(result: dict[str, Any]) -> str:
     rows = ["connections  direct rps  direct p50  gateway rps  gateway p50  added p50  "
-            "gw/direct  errors"]
+            "gw/direct  errors  gw cpu/req"]
     for c, r in result["by_concurrency"].items():
         rows.append(f"{c:>11}  {r['rps_direct']:>10.0f}  {r['direct_ms']['p50']:>8.2f}ms  "
                     f"{r['rps_gateway']:>11.0f}  {r['gateway_ms']['p50']:>9.2f}ms  "
-                    f"{r['added_ms_p50']:>7.2f}ms  {r['ratio']:>8.2f}x  {r['errors']:>6}")
+                    f"{r['added_ms_p50']:>7.2f}ms  {r['ratio']:>8.2f}x  {r['errors']:>6}  "
+                    f"{r['gateway_cpu_ms_per_request']:>7.3f}ms")
     la = result["load_average_before"]
     rows.append(f"load average before {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}, "
                 f"{result['cpus']} CPUs; gateway non-2xx: {result['gateway_non_2xx']}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -133,6 +134,9 @@ class GatewayMetrics:
             "1 for each thing the platform cannot do that the mode needs (e.g. "
             "StaticCPUManager: in-place CPU resize Infeasible), by backend",
             ["backend", "limitation"], registry=r)
+        for metric in list(vars(self).values()):
+            if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
+                _cache_children(metric)
 
     def report_limitations(self, backend: str, limitations: Mapping[str, str]) -> None:
         """Set `shabari_platform_limitation` from a backend's `limitations()`."""
@@ -142,6 +146,27 @@ class GatewayMetrics:
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)
         return data
+
+
+def _cache_children(metric: Counter | Gauge | Histogram) -> None:
+    """Make `metric.labels(*values)` a dictionary lookup after the first call per values.
+
+    prometheus_client's `labels()` validates, stringifies and takes a lock on every call; the
+    gateway calls it about fifteen times per invocation with the same few label tuples. The
+    gateway never removes a child, so the first child for a tuple stays the right one.
+    """
+    plain = metric.labels
+    cache: dict[tuple[str, ...], Any] = {}
+
+    def labels(*values: str, **kwvalues: str) -> Any:
+        if kwvalues:
+            return plain(*values, **kwvalues)
+        child = cache.get(values)
+        if child is None:
+            child = cache[values] = plain(*values)
+        return child
+
+    metric.labels = labels  # type: ignore[method-assign,assignment]
 
 
 @dataclass(slots=True)
