@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="request bodies held in memory at once, all together (default 128)")
     p.add_argument("--drain-timeout", type=float, default=None,
                    help="seconds a SIGTERM waits for admitted requests (default 60)")
+    p.add_argument("--decision-log", default=None,
+                   help="decision log file (default: STATE_DIR/decisions.jsonl)")
     p.add_argument("--checkpoint-interval", type=float, default=None,
                    help="seconds between model checkpoints into --state-dir (default 30)")
     p.add_argument("--max-connections", type=int, default=None,

@@ -244,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
             knobs[key] = value
     if getattr(args, "body_memory_mib", None) is not None:
         knobs["body_memory_bytes"] = round(args.body_memory_mib * 1024 * 1024)
+    if getattr(args, "decision_log", None):
+        knobs["decision_log"] = Path(args.decision_log)
     token = auth_token(getattr(args, "auth_token_file", None))
     config = GatewayConfig(state_dir=Path(state_dir) if state_dir else None, auth_token=token,
                            **knobs)

@@ -53,3 +53,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "shabari.learnerLease" -}}
 {{- .Values.gateway.replication.leaseName | default (printf "%s-learner" (include "shabari.componentName" (dict "root" . "component" "gateway"))) }}
 {{- end }}
+
+{{/* Secret holding the gateway's bearer token (gateway.auth). */}}
+{{- define "shabari.gatewayAuthSecret" -}}
+{{- .Values.gateway.auth.existingSecret | default (printf "%s-auth" (include "shabari.componentName" (dict "root" . "component" "gateway"))) }}
+{{- end }}
+
+{{/* Claim holding the gateway's state dir (gateway.persistence). */}}
+{{- define "shabari.gatewayStateClaim" -}}
+{{- .Values.gateway.persistence.existingClaim | default (printf "%s-state" (include "shabari.componentName" (dict "root" . "component" "gateway"))) }}
+{{- end }}
