@@ -23,6 +23,8 @@ _IMPLEMENTATIONS = {
     "operator": "shabari.k8s.cli",
     "profile": "shabari.profiling",
     "bench": "shabari.bench",
+    "evaluate": "shabari.evaluation.cli",
+    "explain": "shabari.evaluation.explain",
 }
 
 
@@ -156,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", default=None,
                    help="comma-separated wrk connection counts (gateway; default 1,8,64)")
     p.add_argument("--seed", type=int, default=1)
+    p = sub.add_parser("evaluate", help="off-policy estimate of another policy's cost on the "
+                                        "decision log (IPS and doubly robust)")
+    from shabari.evaluation.cli import add_arguments as evaluate_arguments
+
+    evaluate_arguments(p)
+
+    p = sub.add_parser("explain", help="why a size was (or would be) chosen: features, "
+                                       "predictions and probabilities per size")
+    from shabari.evaluation.explain import add_arguments as explain_arguments
+
+    explain_arguments(p)
     return parser
 
 

@@ -1,0 +1,6 @@
+"""placeholder"""
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pass
