@@ -46,10 +46,10 @@ from shabari.agent.evidence import (
     bin_key,
 )
 from shabari.agent.memory import MemoryConfig, QuantileMemoryModel
-from shabari.agent.policy import LearningState, Phase
+from shabari.agent.policy import Explanation, LearningState, Phase, SizeExplanation, Verdict
 from shabari.agent.vw import SharedPrior, VWConfig
 from shabari.core.context import DecisionContext
-from shabari.core.cost import DEFAULT_COST, CostModel
+from shabari.core.cost import DEFAULT_COST, CostModel, cost
 from shabari.core.errors import ConfigError
 from shabari.core.ids import DecisionId, FunctionName
 from shabari.core.spec import FunctionSpec, Size
@@ -303,6 +303,122 @@ class ShabariAgent:
         self._remember(decision_id, _Pending(fv, key, flags[index]))
         return Decision(decision_id, spec.name, size, index, probability, fs.model_version,
                         reason + mem_note, explored=explored, policy=self.name)
+
+    def explain(self, ctx: DecisionContext) -> Explanation:
+        """Why `decide(ctx)` picks what it picks (`ExplainingPolicy`): the input class, each
+        size's run-time estimate, overhead, expected cost and probability. Changes nothing:
+        no decision id, no pending record, no random draw (a probe's probability is given)."""
+        spec = ctx.spec
+        cfg = self.config
+        fs = self._fns.get(spec.name)
+        if fs is None or not fs.actions or self._keys.get(spec.name) != action_key(
+                actions_for(spec)):
+            fs = FunctionState(actions_for(spec), random.Random(0),
+                               QuantileMemoryModel(cfg.memory), cfg.cost_model)
+        fv = FeatureVector.of(ctx.features, cfg.tiles)
+        key = bin_key(fv.scaled, cfg.resolution)
+        b = fs.bins.get(key)
+        slo = _slo_of(ctx)
+        need = b.memory_need(cfg.evidence) if b is not None else None
+        if need is None:
+            need = fs.memory.predict_mib(fv) or (fs.max_need or None) or float(
+                spec.safe_default.memory_mib)
+        actions = fs.actions
+        sizes = [a.size_for(need) for a in actions]
+        flags = _flags(ctx, sizes)
+        overhead = [self._overhead(fs, f) for f in flags]
+        probs = [0.0] * len(actions)
+        notes: list[str] = []
+        if fs.outcomes < cfg.safe_start_outcomes:
+            safe = spec.safe_default
+            chosen = next(i for i, a in enumerate(actions)
+                          if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+            probs[chosen] = 1.0
+            reason = "safe-start"
+            why = (f"safe start: {fs.outcomes} of {cfg.safe_start_outcomes} outcomes seen, so "
+                   f"the declared default {safe} runs")
+        elif b is None or not b.observed:
+            chosen, reason = self._unseen(ctx, fs, fv, slo, overhead, list(flags))
+            probs[chosen] = 1.0
+            why = (f"no input of this class has run yet ({reason}): the "
+                   + ("cross-function prior's estimate" if reason.startswith("prior")
+                      else "declared default") + " decides")
+        else:
+            chosen, probs, reason, why = self._explain_known(fs, b, slo, overhead)
+        out = []
+        for j, a in enumerate(actions):
+            lo = b.lb[j] if b is not None and b.observed else None
+            hi = b.ub[j] if b is not None and b.observed else None
+            if lo is not None and lo <= 0:
+                lo = None
+            if hi is not None and not math.isfinite(hi):
+                hi = None
+            verdict: Verdict = "unknown"
+            if hi is not None and hi + overhead[j] <= slo:
+                verdict = "sure"
+            elif lo is not None and lo + overhead[j] <= slo:
+                verdict = "possible"
+            elif lo is not None:
+                verdict = "misses"
+            expected = None
+            if lo is not None and hi is not None and math.isfinite(slo):
+                mid = math.sqrt(lo * hi) + (overhead[j] if math.isfinite(overhead[j]) else 0)
+                expected = cost(sizes[j], Outcome(latency_ms=mid), slo, spec.largest,
+                                cfg.cost_model)
+            out.append(SizeExplanation(
+                size=sizes[j], probability=probs[j], latency_low_ms=lo, latency_high_ms=hi,
+                overhead_ms=overhead[j] if math.isfinite(overhead[j]) else -1.0,
+                cost=expected, verdict=verdict, runs=b.n[j] if b is not None else 0))
+        if any(f == COLD for f in flags) and not (fs.cold_ms or self._cold_prior):
+            notes.append("no cold start measured yet: sizes without an idle pod are unknown "
+                         "overhead (shown as -1)")
+        return Explanation(
+            function=spec.name, policy=self.name, phase=self._phase(fs),
+            features=dict(ctx.features), slo_ms=slo if math.isfinite(slo) else None,
+            chosen=sizes[chosen], reason=reason, why=why, sizes=tuple(out), input_class=key,
+            model_version=fs.model_version, notes=tuple(notes))
+
+    def _explain_known(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float]
+                       ) -> tuple[int, list[float], str, str]:
+        """`_known` without its random draw: the arm(s) it picks and with what probability."""
+        k = len(fs.actions)
+        probs = [0.0] * k
+        lb, ub = b.lb, b.ub
+        order = fs.order
+        for ov, suffix in ((overhead, ""), ([0.0] * k, " (for the run)")):
+            sure = next((j for j in order if ub[j] + ov[j] <= slo), None)
+            if sure is None:
+                opt = next((j for j in order if lb[j] + ov[j] <= slo), None)
+                if opt is None:
+                    continue
+                probs[opt] = 1.0
+                return opt, probs, "possible" + suffix, (
+                    f"no size is sure to meet the {slo:g} ms SLO; {fs.actions[opt].cpu_millicores}m "
+                    "is the cheapest whose lower estimate does" + suffix)
+            candidate = None
+            for j in order:
+                if j == sure:
+                    break
+                if lb[j] + ov[j] <= slo:
+                    candidate = j
+            cheaper = [fs.actions[j].cpu_millicores for j in order[:order.index(sure)]]
+            why = (f"{fs.actions[sure].cpu_millicores}m is the cheapest size whose upper "
+                   f"run-time estimate ({ub[sure]:.0f} ms + {ov[sure]:.0f} ms overhead) meets "
+                   f"the {slo:g} ms SLO" + suffix)
+            if cheaper:
+                why += f"; cheaper sizes ({', '.join(f'{c}m' for c in cheaper)}) may miss it"
+            if candidate is None or self.config.explore <= 0:
+                probs[sure] = 1.0
+                return sure, probs, "sure" + suffix, why
+            p = self.config.explore / (1 + b.n[candidate])
+            probs[candidate] = p
+            probs[sure] = 1.0 - p
+            return sure, probs, f"sure p={1.0 - p:.2f}" + suffix, (
+                why + f"; {fs.actions[candidate].cpu_millicores}m could too and is probed "
+                f"with probability {p:.2f}")
+        j = min(order, key=lambda i: lb[i])
+        probs[j] = 1.0
+        return j, probs, "fastest", "every size is estimated to miss the SLO: the fastest runs"
 
     def _overhead(self, fs: FunctionState, flag: int) -> float:
         if flag == WARM:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from shabari.agent.policy import Explanation, SizeExplanation, fixed_explanation
 from shabari.core.context import DecisionContext
 from shabari.core.ids import DecisionId
 from shabari.core.spec import Size
@@ -53,6 +54,9 @@ class _Static:
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome) -> None:
         return None
 
+    def explain(self, ctx: DecisionContext) -> Explanation:
+        return fixed_explanation(ctx, self._size(ctx), self.name, self.name)
+
 
 class StaticMax(_Static):
     """Always the grid's largest size (what a cautious operator deploys)."""
@@ -83,6 +87,14 @@ class RandomPolicy(_Static):
 
     def _size(self, ctx: DecisionContext) -> Size:
         return ctx.spec.sizes[self._rng.randrange(len(ctx.spec.sizes))]
+
+    def explain(self, ctx: DecisionContext) -> Explanation:
+        sizes = ctx.spec.sizes
+        return Explanation(
+            function=ctx.spec.name, policy=self.name, phase="static",
+            features=dict(ctx.features), slo_ms=ctx.slo_ms, chosen=sizes[0], reason="random",
+            why="random picks every size with the same probability, whatever the input",
+            sizes=tuple(SizeExplanation(s, 1.0 / len(sizes)) for s in sizes))
 
     def decide(self, ctx: DecisionContext) -> Decision:
         d = super().decide(ctx)
