@@ -138,6 +138,17 @@ class ExplainingPolicy(Policy, Protocol):
     def explain(self, ctx: DecisionContext) -> Explanation: ...
 
 
+@runtime_checkable
+class RecommendingPolicy(Policy, Protocol):
+    """A policy that can learn from a run at another size than it decided (Recommend mode:
+    the gateway decides, then runs the target's own size)."""
+
+    def ran_at(self, ctx: DecisionContext, decision: Decision, size: Size) -> Decision:
+        """The decision to `learn` from when `decision` ran at `size` instead (probability 1:
+        nothing was drawn); it keeps the decision id, so what `decide` remembered applies."""
+        ...
+
+
 def fixed_explanation(ctx: DecisionContext, size: Size, policy: str, reason: str
                       ) -> Explanation:
     """The explanation of a policy that always runs one size (no model)."""

@@ -304,6 +304,20 @@ class ShabariAgent:
         return Decision(decision_id, spec.name, size, index, probability, fs.model_version,
                         reason + mem_note, explored=explored, policy=self.name)
 
+    def ran_at(self, ctx: DecisionContext, decision: Decision, size: Size) -> Decision:
+        """`RecommendingPolicy`: the decision as run at `size` (Recommend mode). Its outcome
+        is evidence for every arm (full information), so the recommendations improve too."""
+        fs = self._fn(ctx.spec)
+        index = next((i for i, a in enumerate(fs.actions)
+                      if a.cpu_millicores == size.cpu_millicores and a.gpu == size.gpu), -1)
+        pending = self._pending.get(decision.decision_id)
+        if pending is not None:
+            self._pending[decision.decision_id] = _Pending(pending.features, pending.key,
+                                                           _flags(ctx, [size])[0])
+        return Decision(decision.decision_id, decision.function, size, index, 1.0,
+                        decision.model_version, f"recommend-only ({decision.reason})",
+                        explored=False, policy=self.name)
+
     def explain(self, ctx: DecisionContext) -> Explanation:
         """Why `decide(ctx)` picks what it picks (`ExplainingPolicy`): the input class, each
         size's run-time estimate, overhead, expected cost and probability. Changes nothing:
@@ -346,7 +360,7 @@ class ShabariAgent:
         else:
             chosen, probs, reason, why = self._explain_known(fs, b, slo, overhead)
         out = []
-        for j, a in enumerate(actions):
+        for j, _a in enumerate(actions):
             lo = b.lb[j] if b is not None and b.observed else None
             hi = b.ub[j] if b is not None and b.observed else None
             if lo is not None and lo <= 0:

@@ -121,7 +121,7 @@ def input_class(features: Mapping[str, float]) -> tuple[tuple[str, int], ...]:
         v = features[name]
         if v is None or not math.isfinite(v):
             continue
-        out.append((name, int(math.floor(math.log1p(abs(v))))))
+        out.append((name, math.floor(math.log1p(abs(v)))))
     return tuple(out)
 
 

@@ -57,7 +57,7 @@ class Accounting:
         self, function: str, ctx: DecisionContext, decision: Decision,
         placement: Placement | None, outcome: Outcome, pod_size: Size | None, *,
         attempt_no: int, retry_of: str | None, held_s: float, decision_s: float,
-        slo_ms: float, cost: float, violated: bool,
+        slo_ms: float, cost: float, violated: bool, recommended: Decision | None = None,
     ) -> None:
         """One attempt ran (or could not be placed, `pod_size` None): resources and log."""
         m = self.metrics
@@ -73,6 +73,12 @@ class Accounting:
             attempt=attempt_no, retry_of=retry_of)
         rec["held_ms"] = held_s * 1000.0
         rec["decision_us"] = decision_s * 1e6
+        if recommended is not None:  # Recommend mode: what the policy would have run
+            r = recommended.size
+            rec["recommended"] = {"cpu_millicores": r.cpu_millicores,
+                                  "memory_mib": r.memory_mib, "gpu": r.gpu,
+                                  "probability": recommended.probability,
+                                  "reason": recommended.reason}
         if pod_size is not None:
             rec["pod_size"] = {"cpu_millicores": pod_size.cpu_millicores,
                                "memory_mib": pod_size.memory_mib, "gpu": pod_size.gpu}

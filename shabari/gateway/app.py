@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import ClientConnectionError, ClientPayloadError, web
 
 from shabari.backends.base import platform_limitations
-from shabari.core import AdmissionError, ShabariError
+from shabari.core import AdmissionError, ConfigError, ShabariError
 from shabari.gateway.replica import Replica, parse_have
 from shabari.gateway.service import Gateway, error_body
 
@@ -276,6 +276,31 @@ async def functions(request: web.Request) -> web.Response:
     return web.json_response(request.app[GATEWAY_KEY].functions_view(), dumps=_dumps)
 
 
+async def explain(request: web.Request) -> web.Response:
+    """Why the policy would pick a size for an input: POST the input (as to /invoke), or GET
+    with the features as query parameters (`?width=1920&height=1080`)."""
+    gw = request.app[GATEWAY_KEY]
+    function = request.match_info["function"]
+    spec = gw.spec(function)  # 404 for an unknown function
+    if request.method == "POST":
+        body = await read_body(request, gw.config.max_body_bytes)
+        features = gw.path.featurize(body, request.headers.get("Content-Type"),
+                                     spec.featurizer, spec.featurizer_options)
+    else:
+        features = {}
+        for key, value in request.query.items():
+            try:
+                features[key] = float(value)
+            except ValueError:
+                return json_error(400, "feature values must be numbers",
+                                  f"{key}={value!r}")
+    try:
+        doc = gw.explain(function, features)
+    except ConfigError as exc:
+        return json_error(501, exc.message, exc.detail or "")
+    return web.json_response(doc, dumps=_dumps)
+
+
 async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[GATEWAY_KEY].stats_view(), dumps=_dumps)
 
@@ -295,6 +320,8 @@ def make_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applicat
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/functions", functions)
+    app.router.add_get("/functions/{function}/explain", explain)
+    app.router.add_post("/functions/{function}/explain", explain)
     app.router.add_get("/stats", stats)
     if manage_lifecycle:
         async def _start(app: web.Application) -> None:

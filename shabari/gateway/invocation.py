@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from shabari.agent.policy import EscalatingPolicy, Policy
+from shabari.agent.policy import EscalatingPolicy, ExplainingPolicy, Policy
 from shabari.backends.base import Backend
 from shabari.core import (
     BackendError,
@@ -43,6 +43,7 @@ from shabari.gateway.config import GatewayConfig
 from shabari.gateway.deferred import AfterResponse
 from shabari.gateway.metrics import GatewayMetrics
 from shabari.gateway.pool import PodPool
+from shabari.gateway.recommend import Recommendations, run_decision, size_label
 from shabari.gateway.replies import AttemptResult, Reply, reply_for
 from shabari.gateway.slo import SloResolver
 
@@ -94,6 +95,9 @@ class InvocationPath:
         self.now = now
         #: functions whose spec changed since their last decision (see Gateway.update_functions)
         self.refit: set[str] = set()
+        #: Recommend mode: what the policy would have run, per function (recommend.py)
+        self.recommendations: dict[str, Recommendations] = {}
+        self._explainer = policy if isinstance(policy, ExplainingPolicy) else None
 
     async def invoke(self, spec: FunctionSpec, body: bytes, content_type: str | None) -> Reply:
         """Run one invocation end to end (the caller holds an admission slot)."""
@@ -111,8 +115,13 @@ class InvocationPath:
             self.refit.discard(function)
             self.checkpoints.refit(function)
         decision = self.policy.decide(ctx)
+        recommended: Decision | None = None
+        if spec.recommend_only:  # decide and learn, but run the target's own size
+            recommended = decision
+            decision = run_decision(self.policy, ctx, decision)
         self.checkpoints.touched.add(function)
-        attempt = await self._attempt(spec, ctx, decision, body, content_type, t_start, 1, None)
+        attempt = await self._attempt(spec, ctx, decision, body, content_type, t_start, 1, None,
+                                      recommended)
         first = attempt
         if (attempt.outcome.status is OutcomeStatus.OOM and self.config.retry_oom
                 and self._escalate is not None):
@@ -127,11 +136,15 @@ class InvocationPath:
                         if attempt.error is None or attempt.placement else "rejected")
         self.accounting.invocation(function, attempt.outcome, violated=attempt.violated,
                                    status_label=status_label)
-        return reply_for(attempt, retried=attempt is not first)
+        reply = reply_for(attempt, retried=attempt is not first)
+        if recommended is not None:
+            reply.headers["X-Shabari-Recommended"] = size_label(recommended.size)
+        return reply
 
     async def _attempt(
         self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision, body: bytes,
         content_type: str | None, t_start: float, attempt_no: int, retry_of: str | None,
+        recommended: Decision | None = None,
     ) -> AttemptResult:
         """Place and run one decision; latency counts from here (capacity wait, cold start,
         resize and execution included: what the caller waits for after the decision)."""
@@ -197,7 +210,8 @@ class InvocationPath:
             return AttemptResult(decision, placement, outcome, b"", "", error, pod_size, slo_ms,
                                  violated)
         slo_ms, violated = self._judge(spec, ctx, decision, placement, outcome, pod_size,
-                                       attempt_no, retry_of, held_s, decision_s, learn=True)
+                                       attempt_no, retry_of, held_s, decision_s, learn=True,
+                                       recommended=recommended)
         return AttemptResult(decision, placement, outcome, resp_body, resp_ct, error, pod_size,
                              slo_ms, violated)
 
@@ -299,6 +313,7 @@ class InvocationPath:
         self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision,
         placement: Placement | None, outcome: Outcome, pod_size: Size | None, attempt_no: int,
         retry_of: str | None, held_s: float, decision_s: float, *, learn: bool,
+        recommended: Decision | None = None,
     ) -> tuple[float, bool]:
         # the input's own cost, without the cold start, is what a slowdown SLO is relative to
         slo_ms = self.slo.resolve_after(spec, ctx.features, ctx.slo_ms,
@@ -314,10 +329,33 @@ class InvocationPath:
                              else dataclasses.replace(ctx, slo_ms=slo_ms))
                 self.learn(learn_ctx, decision, outcome)
                 self.metrics.model_version.labels(fn).set(decision.model_version)
+                if recommended is not None:
+                    self._recommendation(learn_ctx, recommended, decision, violated)
             self.accounting.attempt(
                 fn, ctx, decision, placement, outcome, pod_size, attempt_no=attempt_no,
                 retry_of=retry_of, held_s=held_s, decision_s=decision_s, slo_ms=slo_ms, cost=c,
-                violated=violated)
+                violated=violated, recommended=recommended)
 
         self.after.add(after_response)
         return slo_ms, violated
+
+    def _recommendation(self, ctx: DecisionContext, recommended: Decision, ran: Decision,
+                        violated: bool) -> None:
+        """Tally a Recommend-mode invocation; the model, having learned the run, judges the
+        recommended size for this input (sure / possible / misses its SLO)."""
+        fn = ctx.spec.name
+        verdict = None
+        if self._explainer is not None:
+            want = recommended.size
+            for e in self._explainer.explain(ctx).sizes:
+                if e.size.cpu_millicores == want.cpu_millicores and e.size.gpu == want.gpu:
+                    verdict = e.verdict
+                    break
+        rec = self.recommendations.setdefault(fn, Recommendations())
+        rec.record(recommended.size, ran.size, verdict, violated)
+        self.metrics.recommendations.labels(fn, size_label(recommended.size)).inc()
+        if rec.savings is not None:
+            self.metrics.recommended_savings.labels(fn).set(rec.savings)
+        est = rec.estimated_slo_attainment
+        if est is not None:
+            self.metrics.recommended_slo_attainment.labels(fn).set(est)

@@ -128,6 +128,18 @@ class GatewayMetrics:
         self.model_version = Gauge(
             "shabari_model_version", "Model version of each function's policy", ["function"],
             registry=r)
+        self.recommendations = Counter(
+            "shabari_recommendations", "Recommend mode: invocations by the size Shabari "
+            "would have run (they ran at the target's own size)", ["function", "size"],
+            registry=r)
+        self.recommended_savings = Gauge(
+            "shabari_recommended_savings_ratio", "Recommend mode: share of the run size's "
+            "vCPUs the recommendations would not have reserved, so far", ["function"],
+            registry=r)
+        self.recommended_slo_attainment = Gauge(
+            "shabari_recommended_slo_attainment_estimate", "Recommend mode: estimated SLO "
+            "attainment of the recommendations (model verdicts after learning each run)",
+            ["function"], registry=r)
 
         self.platform_limitation = Gauge(
             "shabari_platform_limitation",

@@ -86,8 +86,10 @@ def reply_for(attempt: AttemptResult, *, retried: bool) -> Reply:
 
 
 def functions_view(functions: Mapping[str, FunctionSpec], stats: Mapping[str, FunctionStats],
-                   learning: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The `GET /functions` document (the operator reads `stats`)."""
+                   learning: Mapping[str, dict[str, Any]],
+                   recommendations: Mapping[str, Mapping[str, Any]] | None = None,
+                   ) -> list[dict[str, Any]]:
+    """The `GET /functions` document (the operator reads `stats` and `recommendation`)."""
     out = []
     for name, spec in sorted(functions.items()):
         st = stats[name]
@@ -101,6 +103,8 @@ def functions_view(functions: Mapping[str, FunctionSpec], stats: Mapping[str, Fu
             "gpuCapable": spec.gpu_capable,
             "defaultSize": m.get("defaultSize"),
             "learning": state,
+            "mode": spec.mode,
+            "exploration": m.get("exploration", {"enabled": True}),
             "stats": {
                 "invocations": st.invocations,
                 "slo_violations": st.slo_violations,
@@ -111,6 +115,9 @@ def functions_view(functions: Mapping[str, FunctionSpec], stats: Mapping[str, Fu
                 "model_version": state.get("model_version", 0),
             },
         })
+        if spec.recommend_only:
+            out[-1]["recommendation"] = dict((recommendations or {}).get(
+                name, {"invocations": 0}))
     return out
 
 

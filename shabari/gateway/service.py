@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shabari.agent.policy import Policy
+from shabari.agent.policy import ExplainingPolicy, Policy
 from shabari.backends.base import Backend
 from shabari.core import (
+    ConfigError,
+    DecisionContext,
     FunctionSpec,
     ShabariError,
     UnknownFunctionError,
@@ -274,7 +276,30 @@ class Gateway:
         """The `GET /functions` document (the operator reads `stats`)."""
         self.settle()
         return functions_view(self.functions, self.stats,
-                              {n: self.learning_state(n) for n in self.functions})
+                              {n: self.learning_state(n) for n in self.functions},
+                              {n: r.view() for n, r in self.path.recommendations.items()})
+
+    def explain(self, function: str, features: Mapping[str, float]) -> dict[str, Any]:
+        """`GET|POST /functions/{name}/explain`: why the policy would pick what it picks for
+        an input with these features, right now (warm pool included); changes nothing."""
+        spec = self.spec(function)
+        policy = self.path.policy
+        if not isinstance(policy, ExplainingPolicy):
+            raise ConfigError(f"policy {policy.name!r} cannot explain its decisions")
+        self.settle()  # outcomes already answered are learned first
+        now = self.now()
+        ctx = DecisionContext(
+            spec=spec, features=dict(features), now=now,
+            warm_idle=self.pool.scheduler.warm_idle(spec.name, now),
+            supports_resize=self.backend.supports_resize,
+            slo_ms=self.slo.resolve_before(spec, features))
+        doc = policy.explain(ctx).to_dict()
+        doc["mode"] = spec.mode
+        if spec.recommend_only:
+            doc["runs"] = {"cpu_millicores": spec.safe_default.cpu_millicores,
+                           "memory_mib": spec.safe_default.memory_mib,
+                           "gpu": spec.safe_default.gpu}
+        return doc
 
     def stats_view(self) -> dict[str, Any]:
         """`GET /stats`: totals the demo and the benchmarks read (pool ledger, admission)."""

@@ -40,6 +40,7 @@ from shabari.k8s.types import (
     PolicyBody,
     PolicySpec,
     PolicyStatus,
+    Recommendation,
     RouteBody,
     TargetRef,
     TrafficTarget,
@@ -433,6 +434,9 @@ def derived_patch(existing: PolicyBody, desired: PolicyBody) -> dict[str, Any] |
 
 # --------------------------------------------------------------------------- statistics
 
+#: the gateway's `recommendation` keys the CRD status schema holds (others would be pruned)
+RECOMMENDATION_KEYS = frozenset(Recommendation.__annotations__)
+
 
 def stats_from_gateway(
     functions: object, name: str, generation: int | None
@@ -463,6 +467,10 @@ def stats_from_gateway(
                 version = learning.get("model_version")
             if isinstance(version, str | int) and not isinstance(version, bool):
                 status["modelVersion"] = str(version)
+            recommendation = entry.get("recommendation")
+            if isinstance(recommendation, Mapping):
+                status["recommendation"] = cast(Recommendation, {
+                    k: v for k, v in recommendation.items() if k in RECOMMENDATION_KEYS})
             return status, condition(GATEWAY_STATS, "True", "Reporting",
                                      f"{status.get('invocations', 0)} invocations", generation)
     return PolicyStatus(), condition(GATEWAY_STATS, "False", "FunctionNotServed",
