@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-
-from conftest import GatewayFactory
+from typing import Any
 
 from shabari.agent import make_policy
 
 
 class TestExplainEndpoint:
-    async def test_post_an_input_then_get_by_features(self, gateway_factory: GatewayFactory
+    async def test_post_an_input_then_get_by_features(self, gateway_factory: Any
                                                       ) -> None:
         async with gateway_factory(make_policy("shabari", 1)) as gw:
             body = json.dumps({"sleep": 0.01}).encode()
@@ -33,7 +32,7 @@ class TestExplainEndpoint:
                 assert r.status == 200
                 assert (await r.json())["features"] == {"bytes": float(len(body))}
 
-    async def test_errors(self, gateway_factory: GatewayFactory) -> None:
+    async def test_errors(self, gateway_factory: Any) -> None:
         async with gateway_factory(make_policy("static-max")) as gw:
             async with gw.session.get(gw.url("/functions/nope/explain")) as r:
                 assert r.status == 404
