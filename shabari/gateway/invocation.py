@@ -269,7 +269,8 @@ class InvocationPath:
                 # behind a busy pod of its own: woken alone when one is released; for room
                 # in a full cluster: woken by any capacity change
                 await self.pool.wait_for_capacity(
-                    min(remaining, 1.0), behind=fn if placement.pod_id is not None else None)
+                    min(remaining, 1.0), behind=fn if placement.pod_id is not None else None,
+                    size=decision.size)
                 continue
             pod = sched.commit(placement, fn, now, cold_start_ms=est or 0.0)
             t_commit = self._clock()

@@ -35,7 +35,8 @@ class PodPool:
         self._scheduler: Scheduler | None = None
         self._capacity = asyncio.Event()
         #: function -> invocations queued behind its busy pods, first come first served
-        self._behind: dict[str, deque[asyncio.Future[None]]] = {}
+        #: (waiter, the size it needs) per function
+        self._behind: dict[str, deque[tuple[asyncio.Future[None], Size | None]]] = {}
 
     @property
     def scheduler(self) -> Scheduler:
@@ -52,26 +53,34 @@ class PodPool:
 
     # -- capacity waiters ------------------------------------------------------------------
 
-    def capacity_changed(self, released: str | None = None) -> None:
+    def capacity_changed(self, released: str | None = None,
+                         pod_size: Size | None = None) -> None:
         """Wake the invocations waiting for room (they place again).
 
-        `released`: one pod of that function went idle, which wakes only the first
-        invocation queued behind that function's busy pods; anything else (a pod stopped or
-        lost) wakes every queued invocation. Waiters for room in a full cluster always wake.
+        `released`: one pod of that function (of `pod_size`) went idle, which wakes only the
+        first invocation queued behind that function's busy pods that the pod can take (its
+        memory and GPUs fit; its CPU too, or the platform resizes in place); anything else (a
+        pod stopped or lost) wakes every queued invocation. Waiters for room in a full cluster
+        always wake.
         """
         ev, self._capacity = self._capacity, asyncio.Event()
         ev.set()
         if released is not None:
             q = self._behind.get(released)
-            while q:
-                fut = q.popleft()
-                if not fut.done():
+            if not q:
+                return
+            resize = self._scheduler is not None and self._scheduler.config.supports_resize
+            for i, (fut, need) in enumerate(q):
+                if fut.done():
+                    continue
+                if pod_size is None or need is None or _fits(pod_size, need, resize):
+                    del q[i]
                     fut.set_result(None)
                     break
             return
         for q in self._behind.values():
             while q:
-                fut = q.popleft()
+                fut, _ = q.popleft()
                 if not fut.done():
                     fut.set_result(None)
 
@@ -80,11 +89,12 @@ class PodPool:
         q = self._behind.get(function)
         return len(q) if q else 0
 
-    async def wait_for_capacity(self, timeout_s: float, behind: str | None = None) -> None:
+    async def wait_for_capacity(self, timeout_s: float, behind: str | None = None,
+                                size: Size | None = None) -> None:
         """Return when capacity changes or after `timeout_s`, whichever comes first.
 
         `behind`: the invocation queues behind that function's busy pods (FIFO, woken by a
-        release of one of them); otherwise it waits for any capacity change.
+        release of one that fits `size`); otherwise it waits for any capacity change.
         """
         loop = asyncio.get_running_loop()
         if behind is None:
@@ -94,7 +104,7 @@ class PodPool:
             waiter.add_done_callback(lambda _t: _wake(fut))
         else:
             fut = loop.create_future()
-            self._behind.setdefault(behind, deque()).append(fut)
+            self._behind.setdefault(behind, deque()).append((fut, size))
             waiter = None
         timer = loop.call_later(timeout_s, _wake, fut)
         try:
@@ -108,10 +118,10 @@ class PodPool:
                     fut.cancel()
                 q = self._behind.get(behind or "")
                 if q:
-                    try:
-                        q.remove(fut)
-                    except ValueError:
-                        pass
+                    for i, (f, _) in enumerate(q):
+                        if f is fut:
+                            del q[i]
+                            break
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -129,7 +139,10 @@ class PodPool:
         pod = self.scheduler.pod(pod_id)
         self.scheduler.release(pod_id, now)
         self.ledger.idle(pod_id, now)
-        self.capacity_changed(released=None if pod is None else pod.function)
+        if pod is None:
+            self.capacity_changed()
+        else:
+            self.capacity_changed(released=pod.function, pod_size=pod.size)
 
     def forget(self, pod_id: PodId) -> None:
         """A pod that never came up (its start failed): out of the model, nothing to stop."""
@@ -179,3 +192,10 @@ class PodPool:
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _fits(pod: Size, need: Size, resize: bool) -> bool:
+    """Whether an idle pod of size `pod` can take an invocation decided at `need` (the
+    scheduler's warm rule, without the node's room for a resize up)."""
+    return (pod.memory_mib >= need.memory_mib and pod.gpu == need.gpu
+            and (resize or pod.cpu_millicores >= need.cpu_millicores))

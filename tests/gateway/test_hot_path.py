@@ -96,3 +96,22 @@ class TestWaitersBehindABusyPod:
         await asyncio.sleep(0.01)
         pool.release(pod.pod_id, 1.0)
         await asyncio.wait_for(room, 1.0)
+
+    async def test_a_release_wakes_the_first_waiter_the_pod_can_take(self) -> None:
+        pool, sched = _pool()
+        small = sched.commit(sched.place(F, Size(1000, 256), 0.0), F, 0.0)
+        woken: list[str] = []
+
+        async def wait(name: str, size: Size) -> None:
+            await pool.wait_for_capacity(5.0, behind=F, size=size)
+            woken.append(name)
+
+        big = asyncio.create_task(wait("needs 1 GiB", Size(1000, 1024)))
+        await asyncio.sleep(0.01)
+        fits = asyncio.create_task(wait("needs 256 MiB", Size(2000, 256)))
+        await asyncio.sleep(0.01)
+        pool.release(small.pod_id, 1.0)  # a 256 MiB pod: no use to the first waiter
+        await asyncio.wait_for(fits, 1.0)
+        assert woken == ["needs 256 MiB"] and pool.queued_behind(F) == 1
+        big.cancel()
+        await asyncio.gather(big, return_exceptions=True)
