@@ -185,6 +185,23 @@ def _flags(ctx: DecisionContext, sizes: list[Size]) -> list[int]:
     return out
 
 
+def _warmup(spec: FunctionSpec, cfg: AgentConfig) -> int:
+    """Outcomes at the safe size before deciding: the spec's `exploration.warmupInvocations`
+    (the FunctionSizingPolicy's), else the agent's own."""
+    warmup = spec.exploration.warmup_invocations
+    return cfg.safe_start_outcomes if warmup is None else warmup
+
+
+def _explore(spec: FunctionSpec, cfg: AgentConfig) -> tuple[float, float]:
+    """(probe rate, cap on a probe's probability) under the spec's `exploration`: disabled
+    means never probe; `rate` caps the probability of any probe (so the share of
+    exploratory decisions stays below it)."""
+    e = spec.exploration
+    if not e.enabled:
+        return 0.0, 0.0
+    return cfg.explore, 1.0 if e.rate is None else e.rate
+
+
 def _slo_of(ctx: DecisionContext) -> float:
     slo = ctx.slo_ms if ctx.slo_ms is not None else ctx.spec.slo.latency_ms
     if slo is None or not (slo > 0 and math.isfinite(slo)):
@@ -274,7 +291,7 @@ class ShabariAgent:
                 mem_note = " mem=default"
         actions = fs.actions
         decision_id = self._next_id()
-        if fs.outcomes < cfg.safe_start_outcomes:
+        if fs.outcomes < _warmup(spec, cfg):
             safe = spec.safe_default
             index = next(i for i, a in enumerate(actions)
                          if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
@@ -291,7 +308,8 @@ class ShabariAgent:
         if b is None or not b.observed:
             index, reason = self._unseen(ctx, fs, fv, slo, overhead, flags)
         else:
-            index, probability, explored, reason = self._known(fs, b, slo, overhead)
+            index, probability, explored, reason = self._known(fs, b, slo, overhead,
+                                                               _explore(spec, cfg))
         size = sizes[index]
         if b is not None and b.peak <= 0 and b.mem_ok and b.mem_ok_runs >= \
                 cfg.evidence.memory_probe_after:
@@ -343,13 +361,13 @@ class ShabariAgent:
         overhead = [self._overhead(fs, f) for f in flags]
         probs = [0.0] * len(actions)
         notes: list[str] = []
-        if fs.outcomes < cfg.safe_start_outcomes:
+        if fs.outcomes < _warmup(spec, cfg):
             safe = spec.safe_default
             chosen = next(i for i, a in enumerate(actions)
                           if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
             probs[chosen] = 1.0
             reason = "safe-start"
-            why = (f"safe start: {fs.outcomes} of {cfg.safe_start_outcomes} outcomes seen, so "
+            why = (f"safe start: {fs.outcomes} of {_warmup(spec, cfg)} outcomes seen, so "
                    f"the declared default {safe} runs")
         elif b is None or not b.observed:
             chosen, reason = self._unseen(ctx, fs, fv, slo, overhead, list(flags))
@@ -358,7 +376,8 @@ class ShabariAgent:
                    + ("cross-function prior's estimate" if reason.startswith("prior")
                       else "declared default") + " decides")
         else:
-            chosen, probs, reason, why = self._explain_known(fs, b, slo, overhead)
+            chosen, probs, reason, why = self._explain_known(fs, b, slo, overhead,
+                                                             _explore(spec, cfg))
         out = []
         for j, _a in enumerate(actions):
             lo = b.lb[j] if b is not None and b.observed else None
@@ -392,8 +411,8 @@ class ShabariAgent:
             chosen=sizes[chosen], reason=reason, why=why, sizes=tuple(out), input_class=key,
             model_version=fs.model_version, notes=tuple(notes))
 
-    def _explain_known(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float]
-                       ) -> tuple[int, list[float], str, str]:
+    def _explain_known(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float],
+                       explore: tuple[float, float]) -> tuple[int, list[float], str, str]:
         """`_known` without its random draw: the arm(s) it picks and with what probability."""
         k = len(fs.actions)
         probs = [0.0] * k
@@ -421,10 +440,11 @@ class ShabariAgent:
                    f"the {slo:g} ms SLO" + suffix)
             if cheaper:
                 why += f"; cheaper sizes ({', '.join(f'{c}m' for c in cheaper)}) may miss it"
-            if candidate is None or self.config.explore <= 0:
+            rate, cap = explore
+            if candidate is None or rate <= 0:
                 probs[sure] = 1.0
                 return sure, probs, "sure" + suffix, why
-            p = self.config.explore / (1 + b.n[candidate])
+            p = min(rate / (1 + b.n[candidate]), cap)
             probs[candidate] = p
             probs[sure] = 1.0 - p
             return sure, probs, f"sure p={1.0 - p:.2f}" + suffix, (
@@ -442,22 +462,22 @@ class ShabariAgent:
         cold = fs.cold_ms or self._cold_prior
         return cold if cold > 0 else math.inf
 
-    def _known(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float]
-               ) -> tuple[int, float, bool, str]:
-        got = self._choose(fs, b, slo, overhead)
+    def _known(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float],
+               explore: tuple[float, float]) -> tuple[int, float, bool, str]:
+        got = self._choose(fs, b, slo, overhead, explore)
         if got is not None:
             return got
         # the overheads (a cold start) make every arm miss: size the run itself, so the new
         # pod is the right one for what follows
-        got = self._choose(fs, b, slo, [0.0] * len(overhead))
+        got = self._choose(fs, b, slo, [0.0] * len(overhead), explore)
         if got is not None:
             index, p, explored, reason = got
             return index, p, explored, f"{reason} (for the run)"
         lb = b.lb
         return min(fs.order, key=lambda j: lb[j]), 1.0, False, "fastest"
 
-    def _choose(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float]
-                ) -> tuple[int, float, bool, str] | None:
+    def _choose(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float],
+                explore: tuple[float, float]) -> tuple[int, float, bool, str] | None:
         """The cheapest sure arm (maybe a probe of a cheaper possible one), else the cheapest
         possible arm, else None."""
         lb, ub = b.lb, b.ub
@@ -472,9 +492,10 @@ class ShabariAgent:
                 break
             if lb[j] + overhead[j] <= slo:
                 candidate = j
-        if candidate is None or self.config.explore <= 0:
+        rate, cap = explore
+        if candidate is None or rate <= 0:
             return sure, 1.0, False, "sure"
-        p = self.config.explore / (1 + b.n[candidate])
+        p = min(rate / (1 + b.n[candidate]), cap)
         if fs.rng.random() < p:
             return candidate, p, True, f"probe p={p:.2f}"
         return sure, 1.0 - p, False, f"sure p={1.0 - p:.2f}"
