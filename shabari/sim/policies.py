@@ -12,6 +12,7 @@ import math
 from shabari.agent import Policy
 from shabari.agent import make_policy as make_agent_policy
 from shabari.core import ConfigError, DecisionContext, Size
+from shabari.sim.aquatope import Aquatope
 from shabari.sim.baselines import VPA, Oracle, Parrotfish, PowerTuning
 from shabari.sim.cypress import Cypress
 from shabari.sim.engine import Workload
@@ -19,7 +20,7 @@ from shabari.sim.engine import Workload
 __all__ = ["POLICY_NAMES", "make_policy"]
 
 POLICY_NAMES = ("shabari", "static-max", "static-default", "power-tuning", "parrotfish", "vpa",
-                "cypress", "oracle")
+                "cypress", "aquatope", "oracle")
 
 
 def make_policy(name: str, work: Workload) -> Policy:
@@ -34,6 +35,8 @@ def make_policy(name: str, work: Workload) -> Policy:
         return VPA()
     if name == "cypress":
         return Cypress()
+    if name == "aquatope":
+        return Aquatope(seed=work.config.seed)
     if name == "oracle":
         table = work.table
         mapping = work.mapping

@@ -124,6 +124,12 @@ class TestProfilingIsPaidFor:
         # cypress: `samples` runs at each of the 4 CPU options, at the largest memory
         assert res["cypress"].profiling_invocations == functions * 4 * 4
         assert res["cypress"].profiling_vcpu_seconds > 0
+        # aquatope: its exploration budget of 10 runs per function
+        assert res["aquatope"].profiling_invocations == functions * 10
+        for name in ("cypress", "aquatope"):  # probes are charged to the allocation
+            r = res[name]
+            served = sum(v * lat / 1000.0 for v, lat in zip(r.vcpu_of, r.latency_of, strict=True))
+            assert r.allocated_vcpu_seconds >= served + r.profiling_vcpu_seconds - 1e-6, name
         for name in ("shabari", "static-max", "static-default", "vpa", "oracle"):
             assert res[name].profiling_invocations == 0
 
