@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps test lint typecheck contracts pytest demo bench simulate clean tools
+.PHONY: help venv system-deps test lint typecheck contracts pytest demo bench soak simulate clean tools
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ demo: $(STAMP) system-deps ## Set up and run the main job; report in demo-report
 bench: $(STAMP) system-deps ## Overhead benchmarks (prints numbers; asserts nothing)
 	$(VENV)/bin/shabari bench decide --json bench/decide.json
 	$(VENV)/bin/shabari bench gateway --json bench/gateway.json
+
+soak: $(STAMP) ## 10-minute soak: traffic, worker kills, a full disk, a gateway SIGKILL (root; docs/reliability.md)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python bench/soak.py --minutes 10 --out soak.json
 
 clean: ## Remove the virtual environment, tools and reports
 	rm -rf $(VENV) $(TOOLS) demo-report .mypy_cache .pytest_cache .ruff_cache

@@ -312,5 +312,7 @@ class Gateway:
                           "waiting": self.admission.waiting,
                           "shed": dict(self.admission.shed)},
             "decision_log_records": self.decisions.records,
+            "decision_log_dropped": self.decisions.dropped,
+            "degraded": self.degraded,
             "functions": stats_totals(self.stats, self.functions),
         }

@@ -41,6 +41,7 @@ class KeepAliveSweeper:
         self._checkpoint_interval_s = checkpoint_interval_s
         self._metrics = metrics
         self._settle = settle
+        self._dropped_seen = 0
         self._task: asyncio.Task[None] | None = None
         #: duty -> its last error, while it keeps failing
         self.failing: dict[str, str] = {}
@@ -77,8 +78,15 @@ class KeepAliveSweeper:
             await self._duty("checkpoint", self._write_checkpoints)
 
     async def _flush(self) -> None:
-        if not await self._decisions.flush() and self._metrics is not None:
+        ok = await self._decisions.flush()
+        if self._metrics is None:
+            return
+        if not ok:
             self._metrics.background_errors.labels("decision_log").inc()
+        dropped = self._decisions.dropped - self._dropped_seen
+        if dropped > 0:
+            self._metrics.decision_log_dropped.inc(dropped)
+            self._dropped_seen += dropped
 
     async def _write_checkpoints(self) -> None:
         assert self._checkpoints is not None
