@@ -8,12 +8,18 @@ through a Lease object, with client-go's `leaderelection` rules:
 - the holder renews `spec.renewTime` every `retry_period_s`; a write carries the
   `metadata.resourceVersion` it read, so of two replicas racing for the same Lease the API
   server accepts one (409 Conflict for the other);
-- a non-holder takes the Lease over only when it has seen the same record unchanged for
-  `lease_duration_s` on its *own* clock (never comparing its clock with the holder's
-  `renewTime`: clocks of two nodes disagree), and counts `spec.leaseTransitions` up;
+- a non-holder takes the Lease over only when it has seen the same record unchanged on its
+  *own* clock (never comparing its clock with the holder's `renewTime`: clocks of two nodes
+  disagree) for the lease duration less one retry period, and counts
+  `spec.leaseTransitions` up. client-go waits the full duration from its observation, which
+  comes up to one retry period after the renewal it observed, so its takeover lands up to a
+  retry period past the expiry; here the observation lag is taken off and the candidate
+  wakes up at the expiry itself rather than at its next poll, so a new learner is in place
+  within the lease duration of the old one's last renewal;
 - a holder that could not renew within `renew_deadline_s` stops acting as the learner
-  before anyone else may take over (renew deadline < lease duration), so two learners never
-  overlap by more than the clock drift of one renew deadline.
+  before anyone else may take over: a candidate waits at least `lease_duration_s -
+  retry_period_s` after seeing the last renewal, which `LeaseTiming` requires to be more than
+  the renew deadline, so two learners never overlap (up to the clocks' rate drift).
 
 The learner's address travels in the Lease itself (annotation `shabari.dev/learner-url`), so
 the replicas need no other discovery. `Election` is the pure part (records in, what to write
@@ -53,9 +59,11 @@ class LeaseTiming:
     retry_period_s: float = RETRY_PERIOD_S
 
     def __post_init__(self) -> None:
-        if not (0 < self.retry_period_s < self.renew_deadline_s < self.lease_duration_s):
+        if not (0 < self.retry_period_s < self.renew_deadline_s
+                and self.renew_deadline_s + self.retry_period_s < self.lease_duration_s):
             raise ConfigError(
-                "lease timing must satisfy 0 < retry period < renew deadline < lease duration",
+                "lease timing must satisfy 0 < retry period < renew deadline and renew "
+                "deadline + retry period < lease duration",
                 detail=f"got retry {self.retry_period_s:g}s, renew deadline "
                        f"{self.renew_deadline_s:g}s, duration {self.lease_duration_s:g}s")
 
@@ -160,12 +168,17 @@ class Election:
         return (self.renewed_at is not None and self.leader == self.identity
                 and now - self.renewed_at < self.timing.renew_deadline_s)
 
-    def may_acquire(self, now: float) -> bool:
-        """Whether to write the Lease now (renew ours, or take over a free or expired one)."""
+    def expires_in(self, now: float) -> float:
+        """Seconds until another holder's Lease counts as expired here (0: now, or ours)."""
         rec = self.observed
         if rec is None or not rec.holder or rec.holder == self.identity:
-            return True
-        return now - self.observed_at >= rec.duration_s
+            return 0.0
+        wait = max(0.0, rec.duration_s - self.timing.retry_period_s)
+        return max(0.0, self.observed_at + wait - now)
+
+    def may_acquire(self, now: float) -> bool:
+        """Whether to write the Lease now (renew ours, or take over a free or expired one)."""
+        return self.expires_in(now) <= 0.0
 
     def claim(self, wall: float) -> LeaseRecord:
         """The record to write to hold (or keep holding) the Lease, from the one observed."""
@@ -334,4 +347,9 @@ class LeaseElector:
         while True:
             t0 = self._clock()
             await self.step()
-            await asyncio.sleep(max(0.0, period - (self._clock() - t0)))
+            now = self._clock()
+            pause = period - (now - t0)
+            expiry = self.election.expires_in(now)
+            if expiry > 0.0:  # wake up at the holder's expiry, not at the next poll after it
+                pause = min(pause, expiry + 0.001)
+            await asyncio.sleep(max(0.0, pause))
