@@ -4,7 +4,9 @@ Only a `LearningPolicy` has models to save; any other policy (a static baseline)
 method here a no-op. With a state dir, every function's model lives in
 `state_dir/models/<function>.ckpt`; the gateway writes the models that changed every
 `checkpoint_interval_s` (default 30 s, DESIGN 4.3) and once more at shutdown, so a SIGKILL or
-a lost node costs at most one interval of learning.
+a lost node costs at most one interval of learning; a model that learned more than 5% of
+its outcomes since its last write (at least 20) is written at the next sweep (`due`), so a
+busy function loses at most that fraction whatever the interval.
 
 Writes are atomic and durable (temp file in the same directory, fsync, rename, fsync of the
 directory) and run in a worker thread: a crash mid-write leaves the previous checkpoint, never
@@ -37,6 +39,11 @@ from shabari.agent.policy import LearningPolicy, Policy
 from shabari.core import FunctionName, ShabariError, check_function_name
 
 log = logging.getLogger(__name__)
+
+#: a model is written early once a crash would lose this fraction of its outcomes ...
+LOSS_FRACTION = 0.05
+#: ... but not for fewer new outcomes than this
+MIN_NEW_OUTCOMES = 20
 
 #: `learning_state` of a policy without models
 STATIC_STATE: dict[str, Any] = {"phase": "static", "outcomes_seen": 0, "model_version": 0}
@@ -98,15 +105,33 @@ class Checkpoints:
             self.touched.add(name)
             self.restored[name] = self.written[name] = self.model_version(name)
 
-    async def write_all(self, *, force: bool = True) -> list[Path]:
+    def due(self) -> list[str]:
+        """Functions that learned so much since their last write that a crash now would cost
+        more than `LOSS_FRACTION` of what they know (at least `MIN_NEW_OUTCOMES` outcomes):
+        written at the next sweep, not at the next interval. The interval bounds the loss in
+        time, this bounds it relative to what was learned (a young, busy model)."""
+        if self.learner is None or self.directory is None:
+            return []
+        out = []
+        for name in sorted(self.touched):
+            version = self.model_version(name)
+            new = version - self.written.get(name, 0)
+            if new >= max(MIN_NEW_OUTCOMES, LOSS_FRACTION * version):
+                out.append(name)
+        return out
+
+    async def write_all(self, *, force: bool = True,
+                        only: Iterable[str] | None = None) -> list[Path]:
         """Write touched functions' models to `<directory>/<function>.ckpt`: all of them, or
-        with `force=False` only those whose model version changed since their last write.
-        Never raises for I/O: a failure is logged and counted, and retried next time."""
+        with `force=False` only those whose model version changed since their last write
+        (of `only`, when given). Never raises for I/O: a failure is logged and counted, and
+        retried next time."""
         written: list[Path] = []
         if self.learner is None or self.directory is None:
             return written
         failed: str | None = None
-        for name in sorted(self.touched):
+        names = self.touched if only is None else self.touched & set(only)
+        for name in sorted(names):
             version = self.model_version(name)
             if not force and self.written.get(name) == version:
                 continue

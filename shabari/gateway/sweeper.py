@@ -3,7 +3,8 @@
 Once per `interval_s` the sweeper flushes the decision log and asks the scheduler which idle
 pods expired (the keep-alive policy is the scheduler's, with time passed in); the pool stops
 them. Once per `checkpoint_interval_s` it writes the models that changed (DESIGN 4.3
-durability).
+durability), and in between those that learned a lot since their last write
+(`Checkpoints.due`).
 
 No error ends the loop: a duty that raises (a full disk under the decision log, a backend
 that cannot stop a pod) is logged (once when it starts failing, once when it recovers),
@@ -73,9 +74,9 @@ class KeepAliveSweeper:
         await self._duty("decision_log", self._flush)
         await self._duty("sweep", lambda: self._pool.expire(self._now()))
 
-    async def checkpoint(self) -> None:
+    async def checkpoint(self, only: list[str] | None = None) -> None:
         if self._checkpoints is not None:
-            await self._duty("checkpoint", self._write_checkpoints)
+            await self._duty("checkpoint", lambda: self._write_checkpoints(only))
 
     async def _flush(self) -> None:
         ok = await self._decisions.flush()
@@ -88,12 +89,12 @@ class KeepAliveSweeper:
             self._metrics.decision_log_dropped.inc(dropped)
             self._dropped_seen += dropped
 
-    async def _write_checkpoints(self) -> None:
+    async def _write_checkpoints(self, only: list[str] | None = None) -> None:
         assert self._checkpoints is not None
         if self._settle is not None:
             self._settle()
         errors = self._checkpoints.errors
-        written = await self._checkpoints.write_all(force=False)
+        written = await self._checkpoints.write_all(force=False, only=only)
         if self._metrics is not None:
             if written:
                 self._metrics.checkpoints.labels("ok").inc(len(written))
@@ -131,4 +132,7 @@ class KeepAliveSweeper:
             if loop.time() >= next_checkpoint:
                 next_checkpoint = loop.time() + self._checkpoint_interval_s
                 await self.checkpoint()
+            elif self._checkpoints is not None and self._checkpoints.healthy and \
+                    (due := self._checkpoints.due()):
+                await self.checkpoint(due)
             self._report()

@@ -56,6 +56,18 @@ class TestSigkill:
         again = gateway(args=("--checkpoint-interval", "1"))
         assert outcomes(again) == before
 
+    def test_a_busy_model_is_written_before_the_interval_ends(self, gateway):
+        """Item 5: a model that learned 20 outcomes (over 5% of what it knows) since its last
+        write is written at the next sweep, even with an hour-long interval."""
+        gw = gateway(args=("--checkpoint-interval", "3600"))
+        for _ in range(25):
+            assert gw.invoke({"mb": 1}).status == 200
+        ckpt = gw.state_dir / "models" / "probe.ckpt"
+        assert wait_until(lambda: checkpoint_meta(ckpt).get("function", {}).get(
+            "outcomes", 0) >= 20, 20)
+        gw.kill()
+        assert outcomes(gateway(args=("--checkpoint-interval", "3600"))) >= 20
+
     def test_decision_ids_do_not_repeat_across_restarts(self, gateway):
         """Item 8: ids are unique per process, so restarts on one state dir never reuse one."""
         gw = gateway(args=("--checkpoint-interval", "1"))
