@@ -342,11 +342,7 @@ class ShabariAgent:
         no decision id, no pending record, no random draw (a probe's probability is given)."""
         spec = ctx.spec
         cfg = self.config
-        fs = self._fns.get(spec.name)
-        if fs is None or not fs.actions or self._keys.get(spec.name) != action_key(
-                actions_for(spec)):
-            fs = FunctionState(actions_for(spec), random.Random(0),
-                               QuantileMemoryModel(cfg.memory), cfg.cost_model)
+        fs = self._fn(spec)  # attaches a restored model to its spec (or starts an empty one)
         fv = FeatureVector.of(ctx.features, cfg.tiles)
         key = bin_key(fv.scaled, cfg.resolution)
         b = fs.bins.get(key)

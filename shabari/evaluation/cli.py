@@ -180,7 +180,8 @@ def format_table(logged: ope.Evaluation | None, results: Sequence[ope.Evaluation
                      f"{logged.logged_cost:.3f}", f"{logged.logged_violation_rate:.1%}",
                      f"{logged.logged_vcpu_per_invocation:.2f}", "100%", str(logged.n)))
     for e in results:
-        rows.append((e.policy, str(e.n), _fmt(e.cost_ips), _fmt(e.cost_dr),
+        ips = e.cost_ips if e.support > 0 else ope.Estimate(math.nan, math.nan, math.nan)
+        rows.append((e.policy, str(e.n), _fmt(ips), _fmt(e.cost_dr),
                      f"{e.violation_dr.value:.1%}" if math.isfinite(e.violation_dr.value)
                      else "n/a",
                      f"{e.vcpu_per_invocation:.2f}", f"{e.support:.0%}", f"{e.ess:.0f}"))
@@ -207,7 +208,12 @@ def run(args: argparse.Namespace) -> int:
               f"{format_memory(min(s.memory_mib for s in grid))}"
               f"..{format_memory(max(s.memory_mib for s in grid))}")
     print(format_table(results[0] if results else None, results))
-    thin = [e.policy for e in results if e.ess < 30]
+    unsupported = [e.policy for e in results if e.support == 0]
+    if unsupported:
+        print(f"note: the log never ran what {', '.join(unsupported)} would: no estimate "
+              "(n/a); evaluate on a log with exploration (InPlace, or --policy random for a "
+              "while)")
+    thin = [e.policy for e in results if e.support > 0 and e.ess < 30]
     if thin:
         print(f"note: little support for {', '.join(thin)} (effective sample size < 30): the "
               "logging policy rarely ran what it would; treat the estimate as a rough guide")

@@ -19,7 +19,9 @@ the estimate rests on few records (`ess`, Kish's effective sample size of the we
 
 The direct model is deliberately simple and assumption-light: the mean logged cost of size a
 for inputs of the same class (each feature binned at one bin per unit of ln(1 + value)),
-falling back to the mean of size a, then to the mean of the function.
+falling back to the mean of size a, then of its CPU (and GPU) with any memory; a CPU that
+never ran has no estimate (the DR value is
+then NaN, shown as n/a: the log cannot say what that size would cost).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class Evaluation:
 
 def mean_ci(values: Sequence[float], z: float = Z95) -> Estimate:
     n = len(values)
-    if n == 0:
+    if n == 0 or any(math.isnan(v) for v in values):
         return Estimate(math.nan, math.nan, math.nan)
     mean = math.fsum(values) / n
     if n == 1:
@@ -132,25 +134,28 @@ class DirectModel:
                  value: Callable[[LoggedDecision], float]) -> None:
         by_class: dict[tuple[object, ...], list[float]] = defaultdict(list)
         by_size: dict[tuple[object, ...], list[float]] = defaultdict(list)
-        by_function: dict[str, list[float]] = defaultdict(list)
+        by_arm: dict[tuple[object, ...], list[float]] = defaultdict(list)
         for r in records:
             v = value(r)
             by_class[(r.function, input_class(r.features), r.size)].append(v)
             by_size[(r.function, r.size)].append(v)
-            by_function[r.function].append(v)
+            by_arm[(r.function, r.size.cpu_millicores, r.size.gpu)].append(v)
         self._class = {k: math.fsum(v) / len(v) for k, v in by_class.items()}
         self._size = {k: math.fsum(v) / len(v) for k, v in by_size.items()}
-        self._function = {k: math.fsum(v) / len(v) for k, v in by_function.items()}
-        every = [value(r) for r in records]
-        self._global = math.fsum(every) / len(every) if every else 0.0
+        self._arm = {k: math.fsum(v) / len(v) for k, v in by_arm.items()}
 
     def predict(self, r: LoggedDecision, size: Size) -> float:
+        """The mean logged value of `size` for inputs like `r`'s; NaN when `size` never ran
+        (nothing in the log says what it would cost: the estimate is then unavailable)."""
         key = (r.function, input_class(r.features), size)
         if key in self._class:
             return self._class[key]
         if (r.function, size) in self._size:
             return self._size[(r.function, size)]
-        return self._function.get(r.function, self._global)
+        arm = (r.function, size.cpu_millicores, size.gpu)
+        if arm in self._arm:  # the same CPU (and GPU) with another memory
+            return self._arm[arm]
+        return math.nan
 
 
 def _weights(records: Sequence[LoggedDecision], grids: Mapping[str, Sequence[Size]],

@@ -120,7 +120,8 @@ def test_unsupported_size_has_no_support(log: Path) -> None:
     grids, defaults = grids_and_defaults(records, safe, None)
     result = ope.evaluate(records, grids, parse_target("cpu=4", defaults), "cpu=4")
     assert result.support == 0.0 and result.ess == 0.0
-    assert result.cost_ips.value == 0.0  # IPS sees nothing; the table flags the support
+    assert result.cost_ips.value == 0.0  # IPS sees nothing; the table shows n/a
+    assert math.isnan(result.cost_dr.value)  # and the direct model knows nothing of 4 vCPUs
 
 
 def test_cli_prints_and_writes_json(log: Path, tmp_path: Path,

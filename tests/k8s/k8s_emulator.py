@@ -86,6 +86,62 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
             raise
 
+    async def _serve_list(self, request: Any) -> Any:
+        """kmock's list plus `kind`, and server-side printing (a `meta.k8s.io/v1` Table with
+        the CRD's additionalPrinterColumns) when the client asks for it, as kubectl does."""
+        listed = await super()._serve_list(request)
+        kind = self._kind(request)
+        listed.update(apiVersion=_api_version(request.resource), kind=f"{kind}List")
+        if "as=Table" not in request.headers.get("Accept", ""):
+            return listed
+        return self._table(request, listed["items"])
+
+    async def _serve_fetch(self, request: Any) -> Any:
+        obj = await super()._serve_fetch(request)
+        if "as=Table" not in request.headers.get("Accept", "") or not isinstance(obj, dict):
+            return obj
+        return self._table(request, [obj])
+
+    def _kind(self, request: Any) -> str:
+        info = self.resources.get(_resource_key(request.resource))
+        return str(getattr(info, "kind", "") or "List")
+
+    def _table(self, request: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
+        columns: list[dict[str, Any]] = [{"name": "Name", "type": "string", "format": "name",
+                                          "description": "", "priority": 0}]
+        printer = self._printer_columns(request.resource)
+        if not printer:
+            printer = [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+        columns += [{"name": c["name"], "type": c.get("type", "string"), "format": "",
+                     "description": c.get("description", ""), "priority": c.get("priority", 0)}
+                    for c in printer]
+        rows = []
+        for obj in items:
+            cells: list[Any] = [obj.get("metadata", {}).get("name", "")]
+            for c in printer:
+                value = _json_path(obj, c["jsonPath"])
+                if c.get("type") == "date" and isinstance(value, str):
+                    value = _age(value)
+                cells.append(value)
+            rows.append({"cells": cells, "object": {
+                "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj.get("metadata", {})}})
+        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"resourceVersion": "..."}, "columnDefinitions": columns,
+                "rows": rows}
+
+    def _printer_columns(self, resource: Any) -> list[dict[str, Any]]:
+        for (res, _ns, _name), obj in self._objects.items():
+            if res.plural != "customresourcedefinitions" or obj.deleted:
+                continue
+            spec = obj.raw.get("spec", {})
+            if spec.get("names", {}).get("plural") == resource.plural and spec.get(
+                    "group") == resource.group:
+                for version in spec.get("versions", []):
+                    if version.get("name") == resource.version:
+                        return list(version.get("additionalPrinterColumns") or [])
+        return []
+
     async def _render_error(self, exc: Exception) -> Any:
         # A failed `test` of a JSON patch is 422 Unprocessable Entity on a real API server;
         # kopf then re-reads the object instead of retrying the stale patch.
@@ -106,6 +162,40 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if key in self._objects and not self._objects[key].deleted:
             return int(self._objects[key].get("metadata", {}).get("generation", 1))
         return 1
+
+
+def _resource_key(resource: Any) -> str:
+    return f"{_api_version(resource)}/{resource.plural}"
+
+
+def _api_version(resource: Any) -> str:
+    return f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
+
+
+def _json_path(obj: Any, path: str) -> Any:
+    """The subset of kubectl JSONPath that printer columns use: `.a.b` and
+    `.list[?(@.key=="value")].field`."""
+    import re
+
+    node = obj
+    for part in re.findall(r'\.([A-Za-z0-9_-]+)(\[\?\(@\.(\w+)=="([^"]*)"\)\])?', path):
+        name, _filt, key, want = part
+        node = node.get(name) if isinstance(node, dict) else None
+        if key and isinstance(node, list):
+            node = next((x for x in node if isinstance(x, dict) and x.get(key) == want), None)
+        if node is None:
+            return None
+    return node
+
+
+def _age(timestamp: str) -> str:
+    try:
+        then = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.UTC)
+    except ValueError:
+        return timestamp
+    seconds = int((datetime.datetime.now(datetime.UTC) - then).total_seconds())
+    return f"{seconds}s" if seconds < 120 else f"{seconds // 60}m"
 
 
 def declare_resources(k: kmock.KubernetesEmulator, knative: bool = True) -> None:

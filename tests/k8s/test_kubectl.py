@@ -48,3 +48,26 @@ class TestKubectl:
         assert read["kind"] == "FunctionSizingPolicy"
         assert read["spec"]["sizes"]["cpu"] == ["250m", "500m", "1", "2"]
         assert read["spec"]["slo"] == {"slowdown": 1.5}
+
+    async def test_get_fsp_prints_recommendation_columns(self, cluster: Cluster) -> None:
+        """Server-side printing of the CRD's printer columns (as an API server does)."""
+        crd = CHART / "crds" / "functionsizingpolicies.shabari.dev.yaml"
+        await kubectl(cluster, "apply", "--validate=false", "-f", str(crd))
+        example = CHART / "examples" / "functionsizingpolicy-recommend.yaml"
+        await kubectl(cluster, "apply", "--validate=false", "-f", str(example))
+        stored = cluster.get(FSP, "default", "thumbnail-recommend")
+        assert stored is not None
+        # what the operator writes from the gateway's /functions in Recommend mode
+        status = {"invocations": 60, "sloAttainment": 0.97, "slo": "500ms",
+                  "conditions": [{"type": "Ready", "status": "True"}],
+                  "recommendation": {"size": "cpu=500m,mem=256Mi",
+                                     "estimatedSavings": "cpu 62%, mem 75%"}}
+        cluster.k.objects[FSP, "default", "thumbnail-recommend"].patch({"status": status})
+        out = await kubectl(cluster, "get", "fsp", "-n", "default")
+        header, row = out.splitlines()[0].split(), out.splitlines()[1]
+        assert header[:9] == ["NAME", "TARGET", "SLO", "MODE", "INVOCATIONS", "SLO-ATTAINMENT",
+                              "RECOMMENDED", "SAVINGS", "READY"]
+        assert "cpu=500m,mem=256Mi" in row and "cpu 62%, mem 75%" in row
+        assert row.split()[:4] == ["thumbnail-recommend", "thumbnail", "500ms", "Recommend"]
+        wide = await kubectl(cluster, "get", "fsp", "-n", "default", "-o", "wide")
+        assert "FUNCTION" in wide.splitlines()[0]
