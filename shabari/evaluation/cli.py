@@ -88,6 +88,7 @@ def read_log(paths: Sequence[str | Path], function: str | None = None
                 violated=bool(rec.get("violated")),
                 recommended=None if raw_rec is None else _size(raw_rec,
                                                                 f"{where}: recommended"),
+                memory_drawn=rec.get("policy") == "random",
             ))
     return records, dict(safe)
 

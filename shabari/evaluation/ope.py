@@ -49,6 +49,10 @@ class LoggedDecision:
     violated: bool = False
     #: the size the logging policy would have run without Recommend (None: the size that ran)
     recommended: Size | None = None
+    #: did the logging policy draw the memory too (`random`)? Then `probability` is that of
+    #: the whole size; otherwise (the agent) memory follows from the input and `probability`
+    #: is that of the CPU (and GPU) arm
+    memory_drawn: bool = False
 
 
 #: a target policy: (record, the function's grid) -> probability of each size (summing to 1)
@@ -160,12 +164,20 @@ class DirectModel:
 
 def _weights(records: Sequence[LoggedDecision], grids: Mapping[str, Sequence[Size]],
              target: TargetPolicy) -> tuple[list[Mapping[Size, float]], list[float]]:
+    """pi(a|x) / mu(a|x) per record. An arm-level target (`fixed_cpu`: a CPU, memory as the
+    logging policy chose it) is weighed against the logging policy's probability of the CPU
+    arm: the logged probability, times the arm's memory options when memory was drawn."""
+    arm_level = bool(getattr(target, "arm_level", False))
     dists: list[Mapping[Size, float]] = []
     weights: list[float] = []
     for r in records:
-        dist = target(r, grids[r.function])
+        grid = grids[r.function]
+        dist = target(r, grid)
         dists.append(dist)
         p = r.probability
+        if arm_level and r.memory_drawn:
+            p *= max(1, sum(1 for s in grid if s.cpu_millicores == r.size.cpu_millicores
+                            and s.gpu == r.size.gpu))
         weights.append(dist.get(r.size, 0.0) / p if p > 0 else 0.0)
     return dists, weights
 
@@ -231,11 +243,13 @@ def fixed(size: Size) -> TargetPolicy:
 def fixed_cpu(cpu_millicores: int, gpu: int | None = None) -> TargetPolicy:
     """This CPU (and GPU), with the memory the logging policy chose for the input.
 
-    Right for the Shabari agent's logs, whose memory is a deterministic function of the input
-    (predicted, never explored); the logged probability is then the CPU arm's.
+    For the Shabari agent's logs memory is a function of the input (predicted, never explored)
+    and the logged probability is the CPU arm's; for a logging policy that drew the memory too
+    (`random`), the arm's probability sums over its memory options (`_weights`).
     """
     def target(r: LoggedDecision, _: Sequence[Size]) -> Mapping[Size, float]:
         return {Size(cpu_millicores, r.size.memory_mib, r.size.gpu if gpu is None else gpu): 1.0}
+    target.arm_level = True  # type: ignore[attr-defined]
     return target
 
 

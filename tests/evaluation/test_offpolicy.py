@@ -139,3 +139,28 @@ def test_cli_prints_and_writes_json(log: Path, tmp_path: Path,
 def test_bad_policy_is_a_usable_error(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--log", str(log), "--policy", "fastest"]) == 1
     assert "expected one of static-max" in capsys.readouterr().err
+
+
+def test_random_logs_weigh_the_cpu_arm_not_the_size(tmp_path: Path) -> None:
+    """`random` draws memory too: its probability is of the whole size, and a CPU-only
+    target must be weighed by the CPU arm's probability (here 2 memory options per CPU)."""
+    grid = [Size(c, m) for c in (250, 1000) for m in (256, 512)]
+    rng = random.Random(3)
+    records = []
+    for _ in range(4000):
+        features, work = world(rng)
+        size = rng.choice(grid)
+        c = cost(size, run_at(size, work, rng), SLO_MS, grid[-1])
+        records.append(ope.LoggedDecision("fn", features, size, 1 / len(grid), c,
+                                          memory_drawn=True))
+    truth_rng = random.Random(4)
+    total = 0.0
+    for _ in range(40_000):
+        _, work = world(truth_rng)
+        size = Size(1000, truth_rng.choice((256, 512)))
+        total += cost(size, run_at(size, work, truth_rng), SLO_MS, grid[-1])
+    truth = total / 40_000
+    # 99 % intervals: one seed, two estimators; weighing by the size's probability instead
+    # would double the IPS estimate (about 1.06 here), far outside
+    result = ope.evaluate(records, {"fn": grid}, ope.fixed_cpu(1000), "cpu=1", z=2.576)
+    assert result.cost_ips.contains(truth) and result.cost_dr.contains(truth), (truth, result)
