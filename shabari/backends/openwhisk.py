@@ -27,7 +27,18 @@ Error mapping (the gateway's contract):
 Action code: a `python:3` action built from the function's `handler.py` plus a small adapter
 (`main(params)` decodes the base64 body, calls `handle(body, content_type, ctx)`, returns the
 base64 response and its CPU seconds and peak memory), or a `blackbox` image when one is
-configured for the function.
+configured for the function (it must implement OpenWhisk's action interface, `POST /init`
+and `POST /run` on port 8080, e.g. built on `openwhisk/dockerskeleton`; the worker runtime's
+`/invoke` is not that interface).
+
+Platform limits, checked here rather than met as a 400 or 413 (apache/openwhisk
+`MemoryLimit.scala`, docs/reference.md): an action's memory must lie in
+[`min_memory_mib`, `max_memory_mib`] (the deployment's `whisk.memory.min/max`, 128 and 512 MB
+by default), checked at `prepare` against every variant; an invocation's POST body may not
+exceed `max_payload_bytes` (1 MB), and the body travels base64-encoded inside it, so the
+largest input is about three quarters of that (`PayloadTooLargeError`, HTTP 413, before any
+call). A cold start is `waitTime + initTime`: `initTime` alone leaves out the container's
+creation, which OpenWhisk counts in `waitTime` ("until the invoker provisioned a container").
 """
 
 from __future__ import annotations
@@ -61,6 +72,7 @@ from shabari.core.errors import (
     CapacityError,
     ConfigError,
     OutOfMemoryError,
+    PayloadTooLargeError,
     ResizeRejectedError,
 )
 from shabari.core.types import Outcome, OutcomeStatus
@@ -72,7 +84,13 @@ __all__ = ["ADAPTER", "OPTION_KEYS", "OpenWhiskBackend", "action_name"]
 OPTION_KEYS = (
     "api_host", "auth", "namespace", "insecure", "api_timeout_s", "action_timeout_ms",
     "memory_per_vcpu_mib", "images", "code_paths", "functions_root", "cpu", "memory",
+    "min_memory_mib", "max_memory_mib", "max_payload_bytes",
 )
+
+#: OpenWhisk's defaults: whisk.memory.min / max (MemoryLimit.scala), activation payload max
+MIN_MEMORY_MIB = 128
+MAX_MEMORY_MIB = 512
+MAX_PAYLOAD_BYTES = 1024 * 1024
 
 #: appended to the function's handler.py to make an OpenWhisk python:3 action of it
 ADAPTER = '''
@@ -162,6 +180,10 @@ class OpenWhiskBackend:
         self.action_timeout_ms = opt_int(opts, "action_timeout_ms", b, 60_000)
         self.memory_per_vcpu_mib = (None if opts.get("memory_per_vcpu_mib") is None
                                     else opt_float(opts, "memory_per_vcpu_mib", b, 1.0))
+        self.min_memory_mib = opt_int(opts, "min_memory_mib", b, MIN_MEMORY_MIB, minimum=1)
+        self.max_memory_mib = opt_int(opts, "max_memory_mib", b, MAX_MEMORY_MIB, minimum=1)
+        self.max_payload_bytes = opt_int(opts, "max_payload_bytes", b, MAX_PAYLOAD_BYTES,
+                                         minimum=1024)
         self._images = opt_str_mapping(opts, "images", b)
         self._code_paths = {k: Path(v) for k, v in opt_str_mapping(opts, "code_paths", b).items()}
         root = opt_str(opts, "functions_root", b)
@@ -234,9 +256,19 @@ class OpenWhiskBackend:
         if any(s.gpu for s in spec.sizes):
             raise ConfigError(f"openwhisk backend: {spec.name} declares GPU sizes",
                               detail="OpenWhisk actions cannot request GPUs")
+        memories = sorted({self.variant_memory(s) for s in spec.sizes})
+        outside = [m for m in memories
+                   if not self.min_memory_mib <= m <= self.max_memory_mib]
+        if outside:
+            raise ConfigError(
+                f"openwhisk backend: {spec.name} needs action memory "
+                f"{', '.join(f'{m} MiB' for m in outside)}, outside this OpenWhisk's "
+                f"[{self.min_memory_mib}, {self.max_memory_mib}] MiB",
+                detail="shrink the size grid, or raise the deployment's whisk.memory.max "
+                "(CONFIG_whisk_memory_max) and set the backend option max_memory_mib to match")
         source = await asyncio.to_thread(self._source, spec.name)  # file I/O off the loop
         done = self._prepared.setdefault(spec.name, set())
-        for memory in sorted({self.variant_memory(s) for s in spec.sizes}):
+        for memory in memories:
             name = action_name(spec.name, memory)
             if name in done:
                 continue
@@ -272,6 +304,9 @@ class OpenWhiskBackend:
                 "OpenWhisk API unavailable", detail=f"{method} {url}: {exc or type(exc).__name__}"
             ) from None
         _raise_for_api_status(status, raw, f"{method} {url}")
+        if status == 400:  # OpenWhisk validates limits on PUT: a configuration problem
+            raise ConfigError(f"OpenWhisk refused {method} {url.rsplit('/', 1)[-1]}",
+                              detail=_error_text(raw))
         if status >= 400:
             raise BackendError(f"OpenWhisk rejected {method} ({status})",
                                detail=_error_text(raw))
@@ -320,10 +355,18 @@ class OpenWhiskBackend:
         query = {"blocking": "true", "result": "false",
                  "timeout": str(int(min(timeout_s, 60.0) * 1000))}
         where = f"action {pod.action}"
+        payload = json.dumps(params).encode()
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"input too large for OpenWhisk: {len(body)} bytes",
+                detail=f"{where}: {len(payload)} bytes once base64-encoded into the activation "
+                f"parameters, over the {self.max_payload_bytes}-byte payload limit (inputs up "
+                f"to about {self.max_payload_bytes * 3 // 4 - 1024} bytes fit)")
         t0 = time.perf_counter()
         try:
             async with self.session.post(
-                self._url(pod.action), json=params, params=query,
+                self._url(pod.action), data=payload, params=query,
+                headers={"Content-Type": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=timeout_s + 1.0),
             ) as resp:
                 raw = await resp.read()
@@ -344,6 +387,9 @@ class OpenWhiskBackend:
                                 f" ({where} still running as activation {activation})")
         if status == 404:
             raise BackendError(f"{where} does not exist", detail="prepare() the function first")
+        if status == 413:
+            raise PayloadTooLargeError(f"input too large for OpenWhisk: {len(body)} bytes",
+                                       detail=f"{where}: {_error_text(raw)}")
         if status not in (200, 502):
             raise BackendError(f"OpenWhisk answered {status} for {where}",
                                detail=_error_text(raw))
@@ -392,7 +438,8 @@ def _result_from_activation(
 ) -> InvocationResult:
     init_ms = _annotation(activation, "initTime")
     cold = init_ms is not None
-    cold_ms = _number(init_ms)
+    # waitTime holds the container's creation on a cold start; initTime only the /init call
+    cold_ms = _number(init_ms) + _number(_annotation(activation, "waitTime")) if cold else 0.0
     response = activation.get("response") or {}
     result = response.get("result") or {}
     if not isinstance(result, dict):

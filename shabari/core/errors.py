@@ -136,6 +136,13 @@ class InvocationTimeoutError(BackendError):
     outcome_status = OutcomeStatus.TIMEOUT
 
 
+class PayloadTooLargeError(BackendError):
+    """The input exceeds what the platform accepts for one invocation (e.g. OpenWhisk's
+    1 MB activation payload); nothing ran. HTTP 413 at the gateway."""
+
+    http_status = 413
+
+
 class ResizeRejectedError(BackendError):
     """An in-place CPU resize was deferred, infeasible or unsupported; nothing ran.
 

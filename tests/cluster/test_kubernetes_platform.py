@@ -17,6 +17,7 @@ from cluster_fixtures import BACKEND_TOKEN, NAMESPACE, TestKubelet
 from strict_api import StrictApiServer, object_errors, schema_errors
 
 from shabari.backends._k8s_api import KubeApi, KubeConfig
+from shabari.backends.base import platform_limitations
 from shabari.backends.kubernetes import (
     STATIC_CPU_MANAGER_REASON,
     KubernetesBackend,
@@ -31,6 +32,7 @@ from shabari.core.errors import (
     ResizeRejectedError,
 )
 from shabari.core.types import OutcomeStatus
+from shabari.gateway.metrics import GatewayMetrics
 
 NODE = NodeId("cluster")
 
@@ -171,6 +173,11 @@ class TestStaticCPUManager:
             assert [p for m, p, *_ in emulator.auth_log if m == "PATCH"] == patches
         warnings = [r for r in caplog.records if "static CPU manager" in r.getMessage()]
         assert len(warnings) == 1 and "node-a" in warnings[0].getMessage()
+        # what the gateway exports from it (metric) and shows in /readyz (platform_limitations)
+        metrics = GatewayMetrics()
+        metrics.report_limitations(backend.name, platform_limitations(backend))
+        assert ('shabari_platform_limitation{backend="kubernetes",limitation="StaticCPUManager"}'
+                ' 1.0') in metrics.render().decode()
 
 
 class TestResizeAnswers:

@@ -32,16 +32,20 @@ from shabari.core.errors import (
     ConfigError,
     InvocationTimeoutError,
     OutOfMemoryError,
+    PayloadTooLargeError,
     ResizeRejectedError,
 )
 from shabari.core.types import OutcomeStatus
 
 AUTH = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:secretkey"
+#: the deployment's limits (OpenWhisk defaults; docs/reference.md "System limits")
+MIN_MB, MAX_MB, PAYLOAD_MAX = 128, 512, 1024 * 1024
 NODE = NodeId("openwhisk")
 
 #: the action "container": load the code once, then serve JSON lines (like OpenWhisk's actionloop)
 RUNNER = r"""
 import json, sys
+print(json.dumps({"started": True}), flush=True)  # the container exists; /init comes next
 code = sys.stdin.readline()
 scope = {"__name__": "__main__"}
 exec(compile(json.loads(code), "action", "exec"), scope)
@@ -61,6 +65,7 @@ class FakeOpenWhisk:
         self.containers: dict[str, asyncio.subprocess.Process] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.runs: set[asyncio.Task[Any]] = set()
+        self.activations: list[dict[str, Any]] = []
         self.app = web.Application()
         self.app.router.add_put("/api/v1/namespaces/{ns}/actions/{name}", self.put)
         self.app.router.add_get("/api/v1/namespaces/{ns}/actions/{name}", self.get)
@@ -83,7 +88,15 @@ class FakeOpenWhisk:
         name = request.match_info["name"]
         if name in self.actions and request.query.get("overwrite") != "true":
             return web.json_response({"error": "resource already exists"}, status=409)
-        self.actions[name] = await request.json()
+        action = await request.json()
+        memory = action.get("limits", {}).get("memory", 256)
+        # MemoryLimit.scala with the default whisk.memory.min/max = 128 MB / 512 MB
+        if memory < MIN_MB or memory > MAX_MB:
+            word = "below" if memory < MIN_MB else "exceeds"
+            bound = MIN_MB if memory < MIN_MB else MAX_MB
+            return web.json_response({"error": f"memory {memory} MB {word} allowed threshold "
+                                               f"of {bound} MB", "code": "x"}, status=400)
+        self.actions[name] = action
         old = self.containers.pop(name, None)
         if old is not None:
             old.kill()
@@ -96,21 +109,28 @@ class FakeOpenWhisk:
                                      status=404)
         return web.json_response(action)
 
-    async def _container(self, name: str) -> tuple[asyncio.subprocess.Process, float | None]:
+    async def _container(
+        self, name: str
+    ) -> tuple[asyncio.subprocess.Process, float, float | None]:
+        """(container, ms to create it, ms to initialise it or None when warm)."""
         proc = self.containers.get(name)
         if proc is not None and proc.returncode is None:
-            return proc, None
+            return proc, 0.0, None
         t0 = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", RUNNER, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, limit=8 << 20,  # results up to the payload limit
         )
         assert proc.stdin is not None and proc.stdout is not None
+        await proc.stdout.readline()  # started
+        created = time.perf_counter()
+        create_ms = (created - t0) * 1000.0
+        t0 = created
         proc.stdin.write(json.dumps(self.actions[name]["exec"]["code"]).encode() + b"\n")
         await proc.stdin.drain()
         await proc.stdout.readline()
         self.containers[name] = proc
-        return proc, (time.perf_counter() - t0) * 1000.0
+        return proc, create_ms, (time.perf_counter() - t0) * 1000.0
 
     async def _watch_memory(self, proc: asyncio.subprocess.Process, limit_mib: int) -> None:
         while proc.returncode is None:
@@ -130,7 +150,12 @@ class FakeOpenWhisk:
             return web.json_response({"error": "The requested resource does not exist."},
                                      status=404)
         assert request.query.get("blocking") == "true"
-        params = await request.json()
+        raw = await request.read()
+        if len(raw) > PAYLOAD_MAX:  # "Per activation payload size (Fixed: 1MB)"
+            return web.json_response({"error": f"The request content was malformed: request "
+                                               f"entity {len(raw)} exceeds {PAYLOAD_MAX}"},
+                                     status=413)
+        params = json.loads(raw)
         activation_id = uuid.uuid4().hex
         t_arrive = time.perf_counter()
         lock = self.locks.setdefault(name, asyncio.Lock())
@@ -144,6 +169,7 @@ class FakeOpenWhisk:
         response, annotations, duration = run.result()
         record = {"activationId": activation_id, "name": name, "namespace": "guest",
                   "duration": duration, "annotations": annotations, "response": response}
+        self.activations.append(record)
         return web.json_response(record, status=200 if response["success"] else 502)
 
     async def _run(self, name: str, action: dict[str, Any], params: dict[str, Any],
@@ -151,7 +177,8 @@ class FakeOpenWhisk:
         async with lock:
             wait_ms = (time.perf_counter() - t_arrive) * 1000.0
             t0 = time.perf_counter()
-            proc, init_ms = await self._container(name)
+            proc, create_ms, init_ms = await self._container(name)
+            wait_ms += create_ms
             assert proc.stdin is not None and proc.stdout is not None
             watchdog = asyncio.create_task(self._watch_memory(proc, action["limits"]["memory"]))
             proc.stdin.write(json.dumps(params).encode() + b"\n")
@@ -335,3 +362,59 @@ class TestPlatformFailures:
                     await b.prepare(spec("echo"))
         finally:
             await b.close()
+
+
+class TestPlatformLimits:
+    """Issue #17, item 13: OpenWhisk's limits are met before they become a 400 or a 413."""
+
+    async def test_memory_above_the_deployments_maximum_is_refused_at_prepare(
+        self, backend: OpenWhiskBackend, openwhisk: tuple[FakeOpenWhisk, str]
+    ) -> None:
+        fake, _ = openwhisk
+        with pytest.raises(ConfigError, match=r"1024 MiB, outside .*\[128, 512\]") as info:
+            await backend.prepare(spec("echo", memories=(256, 1024)))
+        assert "whisk.memory.max" in info.value.detail
+        assert fake.actions == {}  # nothing half-created
+
+    async def test_a_bigger_maximum_is_an_option(
+        self, openwhisk: tuple[FakeOpenWhisk, str], function_dirs: dict[str, Path]
+    ) -> None:
+        _, url = openwhisk
+        b = OpenWhiskBackend({"api_host": url, "auth": AUTH, "max_memory_mib": 2048,
+                              "code_paths": {"echo": str(function_dirs["echo"] / "handler.py")}})
+        await b.start()
+        try:
+            # the backend lets it through; this (default) deployment answers 400: said plainly
+            with pytest.raises(ConfigError, match="OpenWhisk refused") as info:
+                await b.prepare(spec("echo", memories=(1024,)))
+            assert "exceeds allowed threshold" in info.value.detail
+        finally:
+            await b.close()
+
+    async def test_payload_limit_counts_the_base64_growth(
+        self, backend: OpenWhiskBackend, openwhisk: tuple[FakeOpenWhisk, str]
+    ) -> None:
+        fake, _ = openwhisk
+        async with asyncio.timeout(30):
+            await backend.start_pod(PodId("p"), spec("echo"), Size(500, 128), NODE)
+            fits = await backend.invoke(PodId("p"), b"x" * 700_000, None, 20)
+            assert fits.outcome.status is OutcomeStatus.OK
+            calls = len(fake.activations)
+            # 900 kB is under 1 MB, but 1.2 MB once base64-encoded
+            with pytest.raises(PayloadTooLargeError, match="too large") as info:
+                await backend.invoke(PodId("p"), b"x" * 900_000, None, 20)
+        assert info.value.http_status == 413
+        assert "base64" in info.value.detail
+        assert len(fake.activations) == calls  # refused before any call
+
+    async def test_cold_start_includes_container_creation(
+        self, backend: OpenWhiskBackend, openwhisk: tuple[FakeOpenWhisk, str]
+    ) -> None:
+        fake, _ = openwhisk
+        async with asyncio.timeout(30):
+            await backend.start_pod(PodId("p"), spec("echo"), Size(500, 128), NODE)
+            first = await backend.invoke(PodId("p"), b"hi", None, 20)
+        notes = {a["key"]: a["value"] for a in fake.activations[-1]["annotations"]}
+        assert first.outcome.cold_start
+        assert first.outcome.cold_start_ms == notes["waitTime"] + notes["initTime"]
+        assert notes["waitTime"] > 0  # the container's creation (a real process start)
