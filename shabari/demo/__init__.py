@@ -26,17 +26,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from shabari.core import ConfigError
+from shabari.core import ConfigError, parse_memory
 from shabari.data.perf import PerfTable, write_perf_table
 from shabari.data.traces import load_invocations
 from shabari.demo.calibration import calibrate
@@ -49,6 +49,7 @@ from shabari.demo.plan import (
     DemoFunction,
     absolute_slo_ms,
 )
+from shabari.demo.priority import raised
 from shabari.demo.replay import Progress, Sample, closed_loop, interleaved
 from shabari.demo.report import (
     CalibrationView,
@@ -72,7 +73,7 @@ INPUTS_PER_FUNCTION = 8
 #: invocations per function that start every policy's pods (the same for all policies)
 WARM_PER_FUNCTION = 2
 #: the shabari agent's training per function (its safe start is 40 outcomes, then it explores)
-TRAIN_PER_FUNCTION = 90
+TRAIN_PER_FUNCTION = 80
 #: calibration: runs of every replay input at every menu CPU, and extra runs at the largest
 #: (the slowdown SLO's base is a median); training inputs are run at the largest only
 CALIBRATION_REPEATS = 1
@@ -142,17 +143,6 @@ def _loadavg() -> list[float]:
         return []
 
 
-def _raise_priority() -> int | None:
-    """Run the demo (and the gateways and workers it starts) at DEMO_NICE; the old value to
-    restore, or None when the OS refused (not root: the demo runs at normal priority)."""
-    try:
-        old = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, 0, DEMO_NICE)
-        return old
-    except (OSError, AttributeError):
-        return None
-
-
 def _round_robin(inputs: Mapping[str, Sequence[GeneratedInput]], per_function: int
                  ) -> list[tuple[str, GeneratedInput]]:
     jobs: list[tuple[str, GeneratedInput]] = []
@@ -168,24 +158,45 @@ async def _policies(
     jobs: list[tuple[str, GeneratedInput]], train_inputs: Mapping[str, Sequence[GeneratedInput]],
     show: bool,
 ) -> list[PolicyRun]:
-    """One gateway per policy, all up at once; same warm-up; training; interleaved replay."""
-    gws = {p: GatewayProcess(
-        ["--config", str(config), "--policy", p, "--seed", str(seed),
-         "--state-dir", str(_fresh_dir(report / p)), "--max-concurrent", "2", *NODE_ARGS],
-        log_path=report / p / "gateway.log") for p in policies}
+    """One gateway per policy, all up at once; training; same warm-up; interleaved replay.
+
+    The agent trains first; then its gateway restarts from the checkpoint in its state dir (as
+    after a rollout: what it learned is kept, its pods are not), so the warm-up, the same for
+    every policy, starts the pods each policy would choose. Without the restart the agent's
+    safe-start pods (500m / 512 MiB) stay warm through the replay and every smaller memory
+    decision runs on them (the scheduler reuses a warm pod whose memory fits).
+    """
+
+    def gateway(p: str) -> GatewayProcess:
+        return GatewayProcess(
+            ["--config", str(config), "--policy", p, "--seed", str(seed),
+             "--state-dir", str(report / p), "--max-concurrent", "2", *NODE_ARGS],
+            log_path=report / p / ("gateway-replay.log" if p in gws else "gateway.log"))
+
+    gws: dict[str, GatewayProcess] = {}
+    for p in policies:
+        _fresh_dir(report / p)
+        gws[p] = gateway(p)
     await asyncio.gather(*(asyncio.to_thread(g.start) for g in gws.values()))
     try:
-        bases = {p: g.base for p, g in gws.items()}
-        warm_jobs = _round_robin(train_inputs, WARM_PER_FUNCTION)
         t = time.monotonic()
-        warm = await interleaved(bases, warm_jobs, progress=Progress(
-            "warm-up (all policies)", len(warm_jobs) * len(bases), show))
         trained: list[Sample] = []
         if "shabari" in gws:
             train_jobs = _round_robin(train_inputs, TRAIN_PER_FUNCTION)
             trained = await closed_loop(gws["shabari"].base, train_jobs, concurrency=1,
                                         progress=Progress("shabari: training", len(train_jobs),
                                                           show))
+            await asyncio.to_thread(gws["shabari"].stop)
+            gws["shabari"] = gateway("shabari")
+            await asyncio.to_thread(gws["shabari"].start)
+            learned = sum(int((f.get("learning") or {}).get("outcomes") or 0)
+                          for f in await gws["shabari"].aget_json("/functions"))
+            print(f"  shabari: trained on {len(trained)} invocations, restarted from its "
+                  f"checkpoint with {learned} outcomes learned", file=sys.stderr)
+        bases = {p: g.base for p, g in gws.items()}
+        warm_jobs = _round_robin(train_inputs, WARM_PER_FUNCTION)
+        warm = await interleaved(bases, warm_jobs, progress=Progress(
+            "warm-up (all policies)", len(warm_jobs) * len(bases), show))
         t_train = time.monotonic() - t
         before = {p: await g.aget_json("/stats") for p, g in gws.items()}
         t0 = time.monotonic()
@@ -236,22 +247,21 @@ def run(args: argparse.Namespace) -> int:
     arrivals = [a for a in trace.arrivals if a.function in fns]
     if not arrivals:
         raise ConfigError(f"{trace_path()}: no arrivals for {', '.join(fns)}")
-    old_nice = _raise_priority()
     load = {"start": _loadavg()}
     t_all = time.monotonic()
-    try:
+    with raised(DEMO_NICE, DEMO_CPU_SHARES) as prio:
         print(f"shabari demo: {len(arrivals)} invocations per policy of {', '.join(fns)} from "
               f"{trace_path().name} ({minutes:g} trace minutes), policies {', '.join(policies)}"
-              f"; load average {' '.join(f'{v:.2f}' for v in load['start'])}"
-              + ("" if old_nice is not None else " (could not raise the demo's CPU priority)"),
-              file=sys.stderr)
+              f"; load average {' '.join(f'{v:.2f}' for v in load['start'])}; the demo runs at "
+              f"{prio.describe()}", file=sys.stderr)
         t = time.monotonic()
         replay_inputs: dict[str, list[GeneratedInput]] = {}
         train_inputs: dict[str, list[GeneratedInput]] = {}
         features: dict[tuple[str, str], dict[str, float]] = {}
-        for p in plans:
-            r, tr, f = pick_inputs(fns[p.name], p, seed, INPUTS_PER_FUNCTION,
-                                   CANDIDATES_PER_FUNCTION)
+        with ThreadPoolExecutor(max_workers=2) as pool:  # ffmpeg / Pillow: both cores
+            picked = list(pool.map(lambda p: pick_inputs(
+                fns[p.name], p, seed, INPUTS_PER_FUNCTION, CANDIDATES_PER_FUNCTION), plans))
+        for p, (r, tr, f) in zip(plans, picked, strict=True):
             if not r:
                 raise ConfigError(f"{p.name}: no generated input inside the demo's range",
                                   detail=f"{p.feature} in [{p.lo}, {p.hi}]")
@@ -297,9 +307,6 @@ def run(args: argparse.Namespace) -> int:
             rng.randrange(len(replay_inputs[a.function]))]) for a in arrivals]
         runs = asyncio.run(_policies(policies, report=report, config=config, seed=seed,
                                      jobs=jobs, train_inputs=train_inputs, show=show))
-    finally:
-        if old_nice is not None:
-            os.setpriority(os.PRIO_PROCESS, 0, old_nice)
     load["end"] = _loadavg()
     per_policy = {r.policy: summarize(r) for r in runs}
     summary: dict[str, Any] = {
@@ -315,7 +322,8 @@ def run(args: argparse.Namespace) -> int:
         "size_menu": {"cpu": list(CPU_MENU), "memory": list(MEMORY_MENU),
                       "default": dict(DEFAULT_SIZE)},
         "load_average": load,
-        "nice": DEMO_NICE if old_nice is not None else None,
+        "priority": {"nice": prio.nice, "cpu_shares": prio.cpu_shares,
+                     "pods_cpu_shares": DEMO_CPU_SHARES},
         "policies": per_policy,
         "total_wall_seconds": time.monotonic() - t_all,
     }
@@ -327,7 +335,8 @@ def run(args: argparse.Namespace) -> int:
     for run_ in runs:
         (report / run_.policy / "samples.json").write_text(json.dumps(_samples_json(run_.samples)))
     view = CalibrationView(table, base, {p.name: p for p in plans}, slos, features,
-                           {n: [x.label for x in xs] for n, xs in replay_inputs.items()})
+                           {n: [x.label for x in xs] for n, xs in replay_inputs.items()},
+                           sorted(parse_memory(m) for m in MEMORY_MENU))
     page = write_report(report, summary, runs, text, note, view)
     print(text)
     print(note)

@@ -65,11 +65,12 @@ class DemoFunction:
 #: popularity order (the trace's Zipf rank): the cheap, frequent functions first
 DEMO_PLAN: tuple[DemoFunction, ...] = (
     DemoFunction("thumbnail", "latencyMs", "megapixels", 0.3, 5.0, "single-threaded (Pillow)"),
-    DemoFunction("matmul", "slowdown", "dim0", 400, 1100, "BLAS threads"),
+    DemoFunction("compress", "slowdown", "bytes", 150_000, 1_500_000,
+                 "a thread pool over blocks (lzma releases the GIL)"),
     DemoFunction("markdown", "latencyMs", "bytes", 20_000, 400_000,
                  "single-threaded (markdown-it)"),
-    DemoFunction("classify", "slowdown", "megapixels", 0.05, 1.3, "torch threads"),
-    DemoFunction("transcode", "slowdown", "megapixel_frames", 1.0, 70.0, "ffmpeg threads"),
+    DemoFunction("classify", "slowdown", "megapixels", 0.15, 1.3, "torch threads"),
+    DemoFunction("transcode", "slowdown", "megapixel_frames", 1.0, 40.0, "ffmpeg threads"),
 )
 PLAN_BY_NAME = {f.name: f for f in DEMO_PLAN}
 

@@ -206,6 +206,8 @@ class CalibrationView:
     slos: Mapping[str, Mapping[str, float]]
     features: Mapping[tuple[str, str], Mapping[str, float]]
     replay_inputs: Mapping[str, Sequence[str]]
+    #: the memory sizes a policy can choose from (the calibration ran at the largest only)
+    memory_menu_mib: Sequence[int] = ()
 
     def bound_ms(self, function: str, label: str) -> float:
         slo = self.slos[function]
@@ -351,7 +353,8 @@ def _calibration_plots(runs: Sequence[PolicyRun], view: CalibrationView, out: Pa
     names = [n for n in view.plans if n in view.replay_inputs]
     if not names:
         return made
-    mem_menu = sorted({s.memory_mib for n in names for s in view.table.sizes(n)})
+    mem_menu = sorted(view.memory_menu_mib or {s.memory_mib for n in names
+                                                for s in view.table.sizes(n)})
     learner = next((r for r in runs if r.policy == "shabari"), None)
     by_policy = {r.policy: r for r in runs}
     jitter = random.Random(0)
@@ -429,10 +432,14 @@ def _calibration_plots(runs: Sequence[PolicyRun], view: CalibrationView, out: Pa
                  "meeting the SLO) and the static policies' sizes"))
 
     # 5. Power-Tuning-style trade-off: latency and allocation cost per CPU size
-    fig, axes5 = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes5 = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    for k in range(len(names), rows * cols):
+        axes5[k // cols][k % cols].axis("off")
     for i, name in enumerate(names):
         plan = view.plans[name]
-        ax = axes5[0][i]
+        ax = axes5[i // cols][i % cols]
         ax2 = ax.twinx()
         labels = [lb for lb in view.replay_inputs[name] if (name, lb) in view.features]
         if not labels:
@@ -462,8 +469,8 @@ def _calibration_plots(runs: Sequence[PolicyRun], view: CalibrationView, out: Pa
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = ax2.get_legend_handles_labels()
             ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper right")
-    fig.suptitle("Trade-off per size (calibration): latency (lines) and allocation cost (bars) "
-                 "of the lightest and heaviest replay input")
+    fig.suptitle("Trade-off per size (calibration): median latency (lines) and vCPU-ms held "
+                 "(bars),\nlightest and heaviest replay input of each function")
     fig.tight_layout()
     fig.savefig(out / "tradeoff.png", dpi=80)
     plt.close(fig)

@@ -20,14 +20,14 @@ class TestPlan:
         forms = {p.slo_form for p in DEMO_PLAN}
         assert forms == {"slowdown", "latencyMs"}
         threaded = {p.name for p in DEMO_PLAN if p.slo_form == "slowdown"}
-        assert {"matmul", "classify", "transcode"} <= threaded
+        assert {"compress", "classify", "transcode"} <= threaded
 
     def test_work_feature_and_range(self) -> None:
         tr = PLAN_BY_NAME["transcode"]
         assert tr.work({"megapixels": 0.5, "frames": 40.0}) == pytest.approx(20.0)
         assert tr.in_range({"megapixels": 0.5, "frames": 40.0})
         assert not tr.in_range({"megapixels": 0.1, "frames": 5.0})  # 0.5: too light
-        assert PLAN_BY_NAME["matmul"].work({}) == 0.0
+        assert PLAN_BY_NAME["compress"].work({}) == 0.0
 
     def test_menu_is_the_cross_product(self) -> None:
         sizes = menu_sizes()
