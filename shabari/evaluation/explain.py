@@ -62,6 +62,14 @@ def _find_decision(paths: Sequence[str | Path], decision_id: str) -> dict[str, A
     raise ConfigError(f"decision {decision_id!r} is not in {', '.join(map(str, paths))}")
 
 
+def _logs(args: argparse.Namespace) -> list[str]:
+    logs = args.log or ([str(Path(args.state_dir) / "decisions.jsonl")]
+                        if args.state_dir else None)
+    if not logs:
+        raise ConfigError("--decision needs --log or --state-dir")
+    return list(logs)
+
+
 def explanation_dict(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The explanation (as `Explanation.to_dict`) and the logged record, if a decision."""
     from shabari.agent.policy import ExplainingPolicy
@@ -72,11 +80,7 @@ def explanation_dict(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     record = None
     slo_ms = spec.slo.latency_ms
     if args.decision:
-        logs = args.log or ([str(Path(args.state_dir) / "decisions.jsonl")]
-                            if args.state_dir else None)
-        if not logs:
-            raise ConfigError("--decision needs --log or --state-dir")
-        record = _find_decision(logs, args.decision)
+        record = _find_decision(_logs(args), args.decision)
         features = {k: float(v) for k, v in (record.get("features") or {}).items()
                     if isinstance(v, int | float)}
         slo_ms = record.get("slo_ms") or slo_ms
@@ -108,18 +112,26 @@ def explanation_dict(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
 
 def _ask_gateway(args: argparse.Namespace) -> dict[str, Any]:
     import urllib.error
+    import urllib.parse
     import urllib.request
 
     url = f"{args.gateway.rstrip('/')}/functions/{args.function}/explain"
-    if args.decision:
-        req = urllib.request.Request(f"{url}?decision={args.decision}")
+    record = None
+    if args.decision:  # the logged input's features, explained by the running gateway
+        record = _find_decision(_logs(args), args.decision)
+        features = {k: v for k, v in (record.get("features") or {}).items()
+                    if isinstance(v, int | float)}
+        req = urllib.request.Request(f"{url}?{urllib.parse.urlencode(features)}")
     else:
         headers = {"Content-Type": args.content_type} if args.content_type else {}
         req = urllib.request.Request(url, data=Path(args.input).read_bytes(), headers=headers,
                                      method="POST")
     try:
         with urllib.request.urlopen(req, timeout=30) as rsp:
-            return dict(json.loads(rsp.read()))
+            doc = dict(json.loads(rsp.read()))
+            if record is not None:
+                doc["decision"] = record
+            return doc
     except urllib.error.HTTPError as exc:
         raise ConfigError(f"gateway answered {exc.code}", detail=exc.read().decode()[:500]
                           ) from None
