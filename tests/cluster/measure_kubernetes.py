@@ -23,6 +23,7 @@ import kmock
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cluster_fixtures import BACKEND_TOKEN, HANDLERS, NAMESPACE, TestKubelet, free_port
+from strict_api import ADMIN_TOKEN, StrictApiServer, declare_core
 
 from shabari.backends.kubernetes import KubernetesBackend
 from shabari.core import SLO, FunctionName, FunctionSpec, NodeId, PodId, Size
@@ -38,9 +39,9 @@ async def measure(pods: int, resizes: int, invokes: int) -> None:
     (fn_dir / "handler.py").write_text(textwrap.dedent(HANDLERS["echo"]))
     spec = FunctionSpec(name=FunctionName("echo"), slo=SLO(latency_ms=1000.0),
                         sizes=(Size(500, 256), Size(1000, 256)))
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
-        emulator.resources["v1/pods"] = kmock.ResourceInfo(
-            kind="Pod", namespaced=True, subresources={"status", "resize"})
+    async with StrictApiServer(tokens={BACKEND_TOKEN, ADMIN_TOKEN}) as emulator, \
+            kmock.Server(emulator) as server:
+        declare_core(emulator)  # authenticated, validated: what the tests run against
         url = str(server.url).rstrip("/")
         async with TestKubelet(url, {"echo": fn_dir}, port=free_port()) as kubelet:
             backend = KubernetesBackend({
