@@ -171,9 +171,10 @@ class KubeConfig:
     async def load(cls, options: Mapping[str, object], backend: str = "kubernetes") -> KubeConfig:
         """Build from backend options (`API_OPTIONS`); else in-cluster files, else kubeconfig.
 
-        Order: `api_url` (with `token` / `token_file` / client certificate options), then
-        the in-cluster layout when `KUBERNETES_SERVICE_HOST` is set and the service-account
-        token exists, then `kubeconfig` (option, `$KUBECONFIG`, `~/.kube/config`).
+        Order: `api_url` (with `token` / `token_file` / client certificate options), then the
+        `kubeconfig` / `context` options when given, then the in-cluster layout when
+        `KUBERNETES_SERVICE_HOST` is set and the service-account token exists, then
+        `$KUBECONFIG` / `~/.kube/config`.
         """
         namespace = opt_str(options, "namespace", backend)
         timeout_s = opt_float(options, "api_timeout_s", backend, 10.0)
@@ -209,9 +210,10 @@ def _load_config_files(
     kubeconfig: str | None, context: str | None, namespace: str | None, timeout_s: float,
     service_account_dir: str,
 ) -> KubeConfig:
-    incluster = _load_incluster(namespace, timeout_s, service_account_dir)
-    if incluster is not None:
-        return incluster
+    if kubeconfig is None and context is None:  # an explicit kubeconfig/context wins
+        incluster = _load_incluster(namespace, timeout_s, service_account_dir)
+        if incluster is not None:
+            return incluster
     return _load_kubeconfig(kubeconfig, context, namespace, timeout_s)
 
 

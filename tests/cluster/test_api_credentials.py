@@ -179,6 +179,20 @@ class TestInCluster:
         assert auths[0] == "Bearer sa-token-1" and auths[-1] == "Bearer sa-token-2"
         assert None not in auths
 
+    async def test_an_explicit_kubeconfig_wins_inside_a_pod(
+        self, k8s_api: tuple[StrictApiServer, str], service_account: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        emulator, url = k8s_api
+        emulator.tokens.add("kubeconfig-token")
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "1")  # nothing listens there
+        cfg = kubeconfig(tmp_path / "config", url, {"token": "kubeconfig-token"})
+        b = KubernetesBackend({"kubeconfig": str(cfg),
+                               "service_account_dir": str(service_account)})
+        await start_and_stop_a_pod(b, None)
+        assert {a for _, _, a, _ in emulator.auth_log} == {"Bearer kubeconfig-token"}
+
     async def test_token_is_reread_periodically(
         self, service_account: Path, monkeypatch: pytest.MonkeyPatch,
     ) -> None:
