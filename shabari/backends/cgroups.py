@@ -75,14 +75,13 @@ def _read(path: Path) -> str:
         return fh.read()
 
 
-def _keyed(path: Path) -> dict[str, int]:
-    """Parse `key value` lines (memory.oom_control, memory.events, cpu.stat)."""
+def _parse_keyed(text: str) -> dict[str, int]:
+    """Parse `key value` lines (memory.oom_control, memory.events, memory.stat)."""
     out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in _read(path).splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-                out[parts[0]] = int(parts[1])
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
     return out
 
 
@@ -218,6 +217,28 @@ class PodCgroup:
         self.cpu_dir = cpu_dir
         self.memory_dir = memory_dir
         self.memory_limit_mib: int | None = None
+        #: memory files read around every invocation, opened once: a pread at offset 0
+        #: re-reads (re-generates) a cgroupfs file, where open + read + close (and building
+        #: the path) cost several times more on the hot path
+        self._fds: dict[str, int] = {}
+
+    def _hot_read(self, name: str) -> str:
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = self._fds[name] = os.open(self.memory_dir / name, os.O_RDONLY)
+        return os.pread(fd, 1 << 16, 0).decode()
+
+    def _hot_keyed(self, name: str) -> dict[str, int]:
+        with contextlib.suppress(OSError):
+            return _parse_keyed(self._hot_read(name))
+        return {}
+
+    def close_files(self) -> None:
+        """Close the files kept open (the pod is going away)."""
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     @property
     def dirs(self) -> tuple[Path, ...]:
@@ -273,27 +294,27 @@ class PodCgroup:
     def peak_mib(self) -> float | None:
         name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
         try:
-            return int(_read(self.memory_dir / name)) / (1024 * 1024)
+            return int(self._hot_read(name)) / (1024 * 1024)
         except (OSError, ValueError):
             return None
 
     def inactive_file_mib(self) -> float:
         """Reclaimable page cache now (what Kubernetes subtracts to get the working set)."""
-        stat = _keyed(self.memory_dir / "memory.stat")
+        stat = self._hot_keyed("memory.stat")
         key = "inactive_file" if self.v2 else "total_inactive_file"
         return stat.get(key, stat.get("inactive_file", 0)) / (1024 * 1024)
 
     def oom_kills(self) -> int:
         if self.v2:
-            return _keyed(self.memory_dir / "memory.events").get("oom_kill", 0)
-        return _keyed(self.memory_dir / "memory.oom_control").get("oom_kill", 0)
+            return self._hot_keyed("memory.events").get("oom_kill", 0)
+        return self._hot_keyed("memory.oom_control").get("oom_kill", 0)
 
     def limit_hits(self) -> int:
         """How often usage reached the limit (v1 failcnt, v2 `max` events)."""
         if self.v2:
-            return _keyed(self.memory_dir / "memory.events").get("max", 0)
+            return self._hot_keyed("memory.events").get("max", 0)
         try:
-            return int(_read(self.memory_dir / "memory.failcnt"))
+            return int(self._hot_read("memory.failcnt"))
         except (OSError, ValueError):
             return 0
 
@@ -301,6 +322,7 @@ class PodCgroup:
         return _procs(self.memory_dir)
 
     def remove(self) -> bool:
+        self.close_files()
         ok = True
         for d in self.dirs:
             ok = _remove_tree(d) and ok
