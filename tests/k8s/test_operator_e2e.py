@@ -554,3 +554,65 @@ async def _serve_registry(cluster: Cluster, tmp_path: Path) -> None:
                 assert rsp.headers["X-Shabari-Slo-Ms"] == "900.000"
     finally:
         await server.close()
+
+
+class TestRecommendMode:
+    async def test_status_shows_what_the_gateway_would_choose(
+            self, cluster: Cluster, operator_env: None, monkeypatch: Any,
+            unused_tcp_port: int, tmp_path: Path) -> None:
+        """Recommend end to end: annotation -> derived policy -> registry -> a real gateway
+        (local backend, probe code) that runs every invocation at the container's own size ->
+        the operator copies the recommendation into the status."""
+        from aiohttp.test_utils import TestServer
+
+        from shabari.agent import make_policy
+        from shabari.gateway.app import make_app
+        from shabari.gateway.cli import build_gateway, make_backend
+        from shabari.gateway.config import load_gateway_file
+
+        monkeypatch.setenv("SHABARI_GATEWAY_URL", f"http://127.0.0.1:{unused_tcp_port}")
+        body = deployment("probe", {"shabari.dev/slo-latency-ms": "2000",
+                                    "shabari.dev/featurizer": "json",
+                                    "shabari.dev/mode": "Recommend"})
+        body["spec"]["template"]["spec"]["containers"] = [
+            {"name": "fn", "image": "x:1", "resources": {"limits": {"cpu": "1",
+                                                                     "memory": "512Mi"}}}]
+        async with running_operator(cluster):
+            await api(cluster, "POST", DEPLOY, body=body)
+            await cluster.wait(lambda: "probe" in registry(cluster), what="published")
+            await cluster.wait(lambda: condition(cluster.get(FSP, NS, "probe"),
+                                                 "PlatformReady").get("reason")
+                               == "RecommendOnly", what="PlatformReady RecommendOnly")
+            doc = {"functions": registry(cluster)}
+            doc["functions"]["probe"]["directory"] = str(
+                Path(__file__).resolve().parents[1] / "gateway" / "functions" / "probe")
+            path = tmp_path / "functions.yaml"
+            path.write_text(yaml.safe_dump(doc))
+            entries = load_gateway_file(path).functions
+            assert entries["probe"].spec.recommend_only
+            gateway = build_gateway(entries, policy=make_policy("shabari", 2),
+                                    backend=make_backend("local", entries))
+            server = TestServer(make_app(gateway), port=unused_tcp_port)
+            await server.start_server()
+            try:
+                async with aiohttp.ClientSession() as s:
+                    for i in range(10):
+                        async with s.post(server.make_url("/invoke/probe"),
+                                          data=f'{{"sleep": 0.0{i % 3}}}'.encode(),
+                                          headers={"Content-Type": "application/json"}) as r:
+                            assert r.status == 200, await r.text()
+                            # the container's own size, whatever was recommended
+                            assert r.headers["X-Shabari-Cpu-Millicores"] == "1000"
+                            assert r.headers["X-Shabari-Memory-Mib"] == "512"
+                            assert "X-Shabari-Recommended" in r.headers
+                fsp = await cluster.wait(
+                    lambda: (p := cluster.get(FSP, NS, "probe")) and p.get("status", {}).get(
+                        "recommendation", {}).get("invocations") == 10 and p,
+                    timeout=20, what="recommendation in the status")
+            finally:
+                await server.close()
+        rec = fsp["status"]["recommendation"]
+        assert rec["runSize"] == "cpu=1,mem=512Mi"
+        assert rec["size"].startswith("cpu=")
+        assert "estimatedSavings" in rec and 0 <= rec["estimatedSavingsFraction"] <= 1
+        assert fsp["status"]["invocations"] == 10
