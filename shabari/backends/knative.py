@@ -341,11 +341,18 @@ class KnativeBackend:
         self._routes[spec.name] = await self._wait_route(spec)
 
     def route_of(self, function: str) -> str:
-        """The Route serving `function` (option `routes`, else `{function}-shabari`)."""
+        """The Route serving `function` (option `routes`: `name` or `namespace/name`, else
+        `{function}-shabari`)."""
         return self._route_names.get(function) or route_name(function)
 
     async def _find_route(self, name: str) -> dict[str, Any] | None:
         """The Route in our namespace, else the one of that name in any namespace."""
+        if "/" in name:  # namespace/name from the routes option: exactly there
+            namespace, _, route = name.partition("/")
+            try:
+                return await self.api.get(f"{SERVING}/namespaces/{namespace}/routes/{route}")
+            except KubeNotFoundError:
+                return None
         try:
             return await self.api.get(self._path("routes", name))
         except KubeNotFoundError:
@@ -367,7 +374,7 @@ class KnativeBackend:
         deadline = time.monotonic() + self.ready_timeout_s
         problem = "not found"
         name = self.route_of(spec.name)
-        too_long = tag_hostname_problems(name, wanted)
+        too_long = tag_hostname_problems(name.rpartition("/")[2], wanted)
         if too_long:
             raise BackendError(f"Knative tag hostnames of {spec.name} exceed 63 characters",
                                detail=f"{too_long[0]}: shorten the Route name (option routes)")

@@ -111,16 +111,17 @@ class TestRouteNamespace:
                 async with s.post(f"{api_url}/{SERVING}/namespaces/team-a/{plural}",
                                   json=m) as resp:
                     assert resp.status in (200, 201), await resp.text()
-        b = make_backend(api_url, ingress, manage_variants=False)
-        await b.start()
-        try:
-            async with asyncio.timeout(60):
-                await b.start_pod(PodId("p"), spec("echo"), Size(500, 256), NODE)
-                result = await b.invoke(PodId("p"), b"x", None, 20)
-        finally:
-            await b.close()
-        assert result.body == b"echo:x:cpu=500"
-        assert fake.requests[-1][0].endswith(".team-a.example.com")
+        for options in ({}, {"routes": {"echo": "team-a/echo-shabari"}}):
+            b = make_backend(api_url, ingress, manage_variants=False, **options)
+            await b.start()
+            try:
+                async with asyncio.timeout(60):
+                    await b.start_pod(PodId("p"), spec("echo"), Size(500, 256), NODE)
+                    result = await b.invoke(PodId("p"), b"x", None, 20)
+            finally:
+                await b.close()
+            assert result.body == b"echo:x:cpu=500"
+            assert fake.requests[-1][0].endswith(".team-a.example.com")
 
 
 class TestNamesAndScale:
