@@ -8,9 +8,11 @@ the gateway registry ConfigMap, Knative variants, resize policies and Events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -514,11 +516,14 @@ class TestNamespacedFunctions:
                             and "thumb" in registry(operator), what="only team-b unpublished")
 
 
-async def _serve_registry(cluster: Cluster, tmp_path: Path) -> None:
-    """Start a real gateway (local backend) on the operator's registry document.
+@contextlib.asynccontextmanager
+async def registry_gateway(cluster: Cluster, tmp_path: Path, policy: str,
+                           port: int | None = None) -> AsyncIterator[Any]:
+    """A real gateway (local backend) serving the operator's registry document.
 
     The local backend runs processes, not images: each entry gets the gateway tests' probe
-    function as its code; names, SLOs and grids are the operator's.
+    function as its code and the json featurizer; names, SLOs, grids and modes are the
+    operator's. Yields the started aiohttp TestServer.
     """
     from aiohttp.test_utils import TestServer
 
@@ -528,32 +533,34 @@ async def _serve_registry(cluster: Cluster, tmp_path: Path) -> None:
     from shabari.gateway.config import load_gateway_file
 
     probe = Path(__file__).resolve().parents[1] / "gateway" / "functions" / "probe"
-    cm = cluster.get(CONFIGMAPS, SYSTEM_NS, "shabari-functions")
-    assert cm is not None
-    doc = yaml.safe_load(cm["data"]["functions.yaml"])
+    doc = {"functions": registry(cluster)}
     for entry in doc["functions"].values():
         entry["directory"] = str(probe)
         entry["featurizer"] = {"type": "json", "options": {}}
     path = tmp_path / "functions.yaml"
     path.write_text(yaml.safe_dump(doc))
     entries = load_gateway_file(path).functions
-    gateway = build_gateway(entries, policy=make_policy("static-default"),
+    gateway = build_gateway(entries, policy=make_policy(policy, 2),
                             backend=make_backend("local", entries))
-    server = TestServer(make_app(gateway))
+    server = TestServer(make_app(gateway), port=port)
     await server.start_server()
     try:
-        async with aiohttp.ClientSession() as s:
-            async with s.get(server.make_url("/functions")) as rsp:
-                listed = await rsp.json()
-            names = {f["name"] for f in (listed if isinstance(listed, list)
-                                         else listed["functions"])}
-            assert {"thumb", "thumb--team-b"} <= names
-            async with s.post(server.make_url("/invoke/thumb--team-b"), data=b'{"ms": 1}',
-                              headers={"Content-Type": "application/json"}) as rsp:
-                assert rsp.status == 200, await rsp.text()
-                assert rsp.headers["X-Shabari-Slo-Ms"] == "900.000"
+        yield server
     finally:
         await server.close()
+
+
+async def _serve_registry(cluster: Cluster, tmp_path: Path) -> None:
+    """Both namespaces' functions at the gateway, each at its own URL with its own SLO."""
+    async with registry_gateway(cluster, tmp_path, "static-default") as server, \
+            aiohttp.ClientSession() as s:
+        async with s.get(server.make_url("/functions")) as rsp:
+            names = {f["name"] for f in await rsp.json()}
+        assert {"thumb", "thumb--team-b"} <= names
+        async with s.post(server.make_url("/invoke/thumb--team-b"), data=b'{"ms": 1}',
+                          headers={"Content-Type": "application/json"}) as rsp:
+            assert rsp.status == 200, await rsp.text()
+            assert rsp.headers["X-Shabari-Slo-Ms"] == "900.000"
 
 
 class TestRecommendMode:
@@ -563,16 +570,8 @@ class TestRecommendMode:
         """Recommend end to end: annotation -> derived policy -> registry -> a real gateway
         (local backend, probe code) that runs every invocation at the container's own size ->
         the operator copies the recommendation into the status."""
-        from aiohttp.test_utils import TestServer
-
-        from shabari.agent import make_policy
-        from shabari.gateway.app import make_app
-        from shabari.gateway.cli import build_gateway, make_backend
-        from shabari.gateway.config import load_gateway_file
-
         monkeypatch.setenv("SHABARI_GATEWAY_URL", f"http://127.0.0.1:{unused_tcp_port}")
         body = deployment("probe", {"shabari.dev/slo-latency-ms": "2000",
-                                    "shabari.dev/featurizer": "json",
                                     "shabari.dev/mode": "Recommend"})
         body["spec"]["template"]["spec"]["containers"] = [
             {"name": "fn", "image": "x:1", "resources": {"limits": {"cpu": "1",
@@ -583,34 +582,22 @@ class TestRecommendMode:
             await cluster.wait(lambda: condition(cluster.get(FSP, NS, "probe"),
                                                  "PlatformReady").get("reason")
                                == "RecommendOnly", what="PlatformReady RecommendOnly")
-            doc = {"functions": registry(cluster)}
-            doc["functions"]["probe"]["directory"] = str(
-                Path(__file__).resolve().parents[1] / "gateway" / "functions" / "probe")
-            path = tmp_path / "functions.yaml"
-            path.write_text(yaml.safe_dump(doc))
-            entries = load_gateway_file(path).functions
-            assert entries["probe"].spec.recommend_only
-            gateway = build_gateway(entries, policy=make_policy("shabari", 2),
-                                    backend=make_backend("local", entries))
-            server = TestServer(make_app(gateway), port=unused_tcp_port)
-            await server.start_server()
-            try:
-                async with aiohttp.ClientSession() as s:
-                    for i in range(10):
-                        async with s.post(server.make_url("/invoke/probe"),
-                                          data=f'{{"sleep": 0.0{i % 3}}}'.encode(),
-                                          headers={"Content-Type": "application/json"}) as r:
-                            assert r.status == 200, await r.text()
-                            # the container's own size, whatever was recommended
-                            assert r.headers["X-Shabari-Cpu-Millicores"] == "1000"
-                            assert r.headers["X-Shabari-Memory-Mib"] == "512"
-                            assert "X-Shabari-Recommended" in r.headers
+            async with registry_gateway(cluster, tmp_path, "shabari",
+                                        unused_tcp_port) as server, \
+                    aiohttp.ClientSession() as s:
+                for i in range(10):
+                    async with s.post(server.make_url("/invoke/probe"),
+                                      data=f'{{"sleep": 0.0{i % 3}}}'.encode(),
+                                      headers={"Content-Type": "application/json"}) as r:
+                        assert r.status == 200, await r.text()
+                        # the container's own size, whatever was recommended
+                        assert r.headers["X-Shabari-Cpu-Millicores"] == "1000"
+                        assert r.headers["X-Shabari-Memory-Mib"] == "512"
+                        assert "X-Shabari-Recommended" in r.headers
                 fsp = await cluster.wait(
                     lambda: (p := cluster.get(FSP, NS, "probe")) and p.get("status", {}).get(
                         "recommendation", {}).get("invocations") == 10 and p,
                     timeout=20, what="recommendation in the status")
-            finally:
-                await server.close()
         rec = fsp["status"]["recommendation"]
         assert rec["runSize"] == "cpu=1,mem=512Mi"
         assert rec["size"].startswith("cpu=")
