@@ -153,9 +153,6 @@ def plan_policy(body: PolicyBody, known_featurizers: Collection[str] | None,
     target = spec_data.get("targetRef")
     if not isinstance(target, Mapping) or not target.get("name") or not target.get("kind"):
         return PolicyPlan(name, mode, None, "targetRef: needs kind and name", "InvalidSpec")
-    if not sizing.DNS1123_LABEL.match(name):
-        return PolicyPlan(name, mode, None, f"targetRef.name: {name!r} is not a DNS-1123 label",
-                          "InvalidSpec")
     if sizing.needs_derived_sizes(spec_data):
         if mode == "Off":
             return PolicyPlan(name, mode, None)

@@ -29,8 +29,7 @@ from shabari.core.errors import SpecError
 from shabari.core.units import format_cpu, format_memory, parse_cpu, parse_memory
 from shabari.k8s.types import WorkloadBody
 
-#: what a gateway function name must look like (DESIGN 4.3)
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+#: the longest DNS-1123 label (gateway names are checked by core.specdict.check_function_name)
 MAX_LABEL = 63
 SEPARATOR = "--"
 

@@ -8,8 +8,8 @@ import pytest
 
 from shabari.core import MODES as CORE_MODES
 from shabari.core.errors import SpecError
+from shabari.core.specdict import check_function_name
 from shabari.k8s.sizing import (
-    DNS1123_LABEL,
     ContainerResources,
     DefaultSizes,
     derived_sizes,
@@ -76,7 +76,7 @@ class TestFunctionNames:
         names = [function_name(ns, n) for ns, n in pairs]
         assert len(set(names)) == len(names)
         for name in names:
-            assert DNS1123_LABEL.match(name) and len(name) <= 63, name
+            assert check_function_name(name) == name
 
 
 def test_operator_modes_are_the_core_modes() -> None:
