@@ -214,6 +214,14 @@ async def main(n: int, out_dir: Path) -> None:
                  await run_tool(sys.executable, "-m", "shabari.cli", "evaluate", "--log",
                                 str(rnd_state / "decisions.jsonl"), "--config",
                                 str(rnd_state / "functions.yaml"), *policies))
+            learned = ["--policy", "shabari", "--policy", "shabari:enabled=false",
+                       "--policy", "cpu=250m", "--policy", "cpu=1"]
+            show("shabari evaluate --log random/decisions.jsonl --config functions.yaml "
+                 "--state-dir inplace " + " ".join(learned),
+                 await run_tool(sys.executable, "-m", "shabari.cli", "evaluate", "--log",
+                                str(rnd_state / "decisions.jsonl"), "--config",
+                                str(ip_state / "functions.yaml"), "--state-dir",
+                                str(ip_state), *learned))
 
 
 if __name__ == "__main__":

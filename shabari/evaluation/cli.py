@@ -13,6 +13,10 @@ allocates per invocation, and how much of the log supports it. Target policies:
     cpu=1             1 vCPU with the memory the logged decision chose (agent logs: memory is
                       predicted, never explored)
     cpu=500m,memory=512Mi[,gpu=0]   exactly this size
+    shabari[:rate=0.05,enabled=false,warmup=0]   the learned model in --state-dir as it is now
+                      (its checkpoints), optionally with other exploration settings: per
+                      logged input, the probabilities its `explain` gives each CPU (warm pods
+                      of every size assumed), memory as logged
 
 Grids come from `--config` (the gateway's functions file) or, without it, from the sizes
 seen in the log.
@@ -43,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="target policy: static-max, static-default, random, recommended, "
                         "cpu=1 or cpu=500m,memory=512Mi (repeatable)")
     p.add_argument("--config", default=None, help="the gateway's functions file (grids)")
+    p.add_argument("--state-dir", default=None,
+                   help="the gateway's --state-dir: its model checkpoints (--policy shabari)")
     p.add_argument("--function", default=None, help="only this function")
     p.add_argument("--json", dest="json_out", default=None, help="also write the results here")
 
@@ -89,6 +95,8 @@ def read_log(paths: Sequence[str | Path], function: str | None = None
                 recommended=None if raw_rec is None else _size(raw_rec,
                                                                 f"{where}: recommended"),
                 memory_drawn=rec.get("policy") == "random",
+                slo_ms=float(rec["slo_ms"]) if isinstance(rec.get("slo_ms"), int | float)
+                else None,
             ))
     return records, dict(safe)
 
@@ -110,9 +118,78 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield lineno, rec
 
 
-def parse_target(text: str, defaults: Mapping[str, Size]) -> ope.TargetPolicy:
+def learned_target(text: str, state_dir: str | None, config: str | None) -> ope.TargetPolicy:
+    """`shabari[:settings]`: the gateway's learned model, frozen, as a target policy."""
+    import dataclasses
+
+    from shabari.agent.shabari_agent import ShabariAgent
+    from shabari.core import DecisionContext, Exploration, FunctionName
+    from shabari.gateway.cli import bundled_entries
+    from shabari.gateway.config import load_functions_yaml
+
+    if state_dir is None:
+        raise ConfigError(f"--policy {text!r} needs --state-dir (the gateway's model "
+                          "checkpoints)")
+    _, _, raw = text.partition(":")
+    overrides: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        try:
+            if key == "enabled" and sep:
+                overrides["enabled"] = value.strip().lower() in {"true", "1", "yes"}
+            elif key == "rate" and sep:
+                overrides["rate"] = float(value)
+            elif key == "warmup" and sep:
+                overrides["warmup_invocations"] = int(value)
+            else:
+                raise ValueError(f"unknown setting {part!r}")
+        except ValueError as exc:
+            raise ConfigError(f"--policy {text!r}: {exc} (settings: enabled, rate, warmup)"
+                              ) from None
+    entries = load_functions_yaml(config) if config else bundled_entries()
+    agent = ShabariAgent(0)
+    models = Path(state_dir) / "models"
+    for name in entries:
+        ckpt = models / f"{name}.ckpt"
+        if ckpt.exists():
+            agent.restore(FunctionName(name), ckpt.read_bytes())
+    specs = {}
+    for name, entry in entries.items():
+        spec = entry.spec
+        if overrides:
+            fields = {"enabled": spec.exploration.enabled,
+                      "warmup_invocations": spec.exploration.warmup_invocations,
+                      "rate": spec.exploration.rate, **overrides}
+            try:
+                spec = dataclasses.replace(spec, exploration=Exploration(**fields))
+            except SpecError as exc:
+                raise ConfigError(f"--policy {text!r}: {exc}") from None
+        specs[name] = spec
+
+    def target(r: ope.LoggedDecision, grid: Sequence[Size]) -> Mapping[Size, float]:
+        spec = specs.get(r.function)
+        if spec is None:
+            raise ConfigError(f"function {r.function!r} is logged but not in "
+                              f"{config or 'the bundled functions'}")
+        ctx = DecisionContext(spec=spec, features=r.features, now=0.0,
+                              warm_idle=spec.sizes, slo_ms=r.slo_ms)
+        out: dict[Size, float] = {}
+        for e in agent.explain(ctx).sizes:
+            if e.probability > 0:
+                size = Size(e.size.cpu_millicores, r.size.memory_mib, e.size.gpu)
+                out[size] = out.get(size, 0.0) + e.probability
+        return out
+
+    return ope.arm_level(target)
+
+
+def parse_target(text: str, defaults: Mapping[str, Size], state_dir: str | None = None,
+                 config: str | None = None) -> ope.TargetPolicy:
     """A target policy from its name or its `cpu=...[,memory=...][,gpu=...]` settings."""
     name = text.strip()
+    if name == "shabari" or name.startswith("shabari:"):
+        return learned_target(name, state_dir, config)
     if name == "static-max":
         return ope.largest
     if name == "random":
@@ -128,8 +205,8 @@ def parse_target(text: str, defaults: Mapping[str, Size]) -> ope.TargetPolicy:
     for part in name.split(","):
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in {"cpu", "memory", "gpu"}:
-            raise ConfigError(f"--policy {text!r}: expected one of {', '.join(NAMED)} or "
-                              "cpu=...[,memory=...][,gpu=...]")
+            raise ConfigError(f"--policy {text!r}: expected one of {', '.join(NAMED)}, "
+                              "shabari[:settings] or cpu=...[,memory=...][,gpu=...]")
         settings[key.strip()] = value.strip()
     if "cpu" not in settings:
         raise ConfigError(f"--policy {text!r}: settings need cpu=...")
@@ -198,7 +275,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no first attempts with an outcome in the decision log",
                           detail="is the gateway's --state-dir or --decision-log set?")
     grids, defaults = grids_and_defaults(records, safe, args.config)
-    results = [ope.evaluate(records, grids, parse_target(p, defaults), p) for p in args.policy]
+    results = [ope.evaluate(records, grids,
+                            parse_target(p, defaults, args.state_dir, args.config), p)
+               for p in args.policy]
     functions = sorted({r.function for r in records})
     print(f"{len(records)} logged invocations of {len(functions)} function(s): "
           f"{', '.join(functions[:8])}{' ...' if len(functions) > 8 else ''}")

@@ -49,6 +49,8 @@ class LoggedDecision:
     violated: bool = False
     #: the size the logging policy would have run without Recommend (None: the size that ran)
     recommended: Size | None = None
+    #: the SLO bound the invocation was judged against (ms)
+    slo_ms: float | None = None
     #: did the logging policy draw the memory too (`random`)? Then `probability` is that of
     #: the whole size; otherwise (the agent) memory follows from the input and `probability`
     #: is that of the CPU (and GPU) arm
@@ -249,6 +251,12 @@ def fixed_cpu(cpu_millicores: int, gpu: int | None = None) -> TargetPolicy:
     """
     def target(r: LoggedDecision, _: Sequence[Size]) -> Mapping[Size, float]:
         return {Size(cpu_millicores, r.size.memory_mib, r.size.gpu if gpu is None else gpu): 1.0}
+    return arm_level(target)
+
+
+def arm_level(target: TargetPolicy) -> TargetPolicy:
+    """Mark `target` as choosing CPU (and GPU) arms, memory as the logged decision chose it:
+    its sizes carry the logged memory and are weighed against the arm's probability."""
     target.arm_level = True  # type: ignore[attr-defined]
     return target
 

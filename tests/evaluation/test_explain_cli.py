@@ -82,3 +82,27 @@ def test_unknown_decision_is_a_usable_error(state: tuple[Path, Path, str],
     root, _, _ = state
     assert main(["explain", "thumbnail", "--decision", "nope", "--state-dir", str(root)]) == 1
     assert "decision 'nope' is not in" in capsys.readouterr().err
+
+
+def test_evaluate_the_learned_model_and_its_settings(
+        state: tuple[Path, Path, str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--policy shabari[:settings]`: the checkpointed model, frozen, as a target policy."""
+    root, _, _ = state
+    out = tmp_path / "ope.json"
+    assert main(["evaluate", "--log", str(root / "decisions.jsonl"), "--state-dir", str(root),
+                 "--policy", "shabari", "--policy", "shabari:enabled=false",
+                 "--json", str(out)]) == 0
+    results = {r["policy"]: r for r in json.loads(out.read_text())["results"]}
+    learned = results["shabari"]
+    # the frozen model picks among the thumbnail grid's CPUs (0.25 .. 2 vCPU) ...
+    assert 0.25 <= learned["vcpu_per_invocation"] <= 2.0
+    # ... and the log it learned from ran what it picks for most inputs
+    assert learned["support"] > 0.5
+    assert results["shabari:enabled=false"]["support"] > 0.5
+    assert main(["evaluate", "--log", str(root / "decisions.jsonl"), "--policy",
+                 "shabari"]) == 1
+    assert "needs --state-dir" in capsys.readouterr().err
+    assert main(["evaluate", "--log", str(root / "decisions.jsonl"), "--state-dir",
+                 str(root), "--policy", "shabari:speed=11"]) == 1
+    assert "unknown setting" in capsys.readouterr().err
