@@ -226,7 +226,15 @@ class Replica:
             await self.elector.start()
 
     async def close(self) -> None:
-        """Give the Lease up (a peer takes over at once), ship what is left, stop."""
+        """After the drain: a learner writes its final checkpoints, then gives the Lease up (a
+        peer takes over at once); a follower ships what is left. Then stop."""
+        self.gw.settle()
+        if self.is_learner:
+            try:
+                await self.gw.checkpoint_all()
+            except Exception as exc:  # shutting down anyway: the periodic ones remain
+                log.warning("replica %s: final checkpoint failed: %s", self.config.identity,
+                            exc)
         if self.elector is not None:
             await self.elector.stop(release=True)
         for t in self._tasks:

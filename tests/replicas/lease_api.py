@@ -39,6 +39,8 @@ class LeaseApiServer(kmock.KubernetesEmulator):
     verbs: list[tuple[str, str]] = attrs.field(factory=list)
     #: PUTs refused with 409 (stale resourceVersion)
     conflicts: int = 0
+    #: `spec.holderIdentity` of every accepted PUT of a Lease, in order (None: released)
+    holders: list[str | None] = attrs.field(factory=list)
 
     async def _handle(self, request: Any) -> Any:
         method = str(request.method).upper().split(".")[-1]
@@ -80,6 +82,8 @@ class LeaseApiServer(kmock.KubernetesEmulator):
                 if field not in new:
                     new[field] = None
             self._objects[key].patch(new)
+            if request.resource.plural == "leases":
+                self.holders.append((data.get("spec") or {}).get("holderIdentity"))
             raw = self._objects[key].raw
             await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
         return aiohttp.web.json_response(raw)

@@ -3,6 +3,7 @@ sent back, and a new learner from the last snapshot when the old one dies."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from lease_api import LeaseApiServer
@@ -81,3 +82,24 @@ async def _all_learned(rs: object, n: int, at_least: bool = False) -> bool:
 def test_the_stated_bounds_are_consistent() -> None:
     assert SHIP_INTERVAL_S + SYNC_INTERVAL_S < DISTRIBUTION_DELAY_S
     assert SYNC_INTERVAL_S < MODEL_AGE_BOUND_S
+
+
+async def test_a_learner_stopped_gracefully_checkpoints_and_hands_over_at_once(
+        leases: tuple[LeaseApiServer, str], tmp_path: Path) -> None:
+    emulator, url = leases
+    async with replicas(url, tmp_path, 2) as rs:
+        await until(lambda: _one_learner(rs), 20, "one learner")
+        assert (await rs.invoke_round_robin(40)).count(200) == 40
+        await until(lambda: _all_learned(rs, 40), DISTRIBUTION_DELAY_S + 10, "distribution")
+        (learner,) = await rs.learners()
+        index = rs.procs.index(learner)
+        await asyncio.to_thread(learner.stop, 30)  # SIGTERM: drain, checkpoint, release
+        rs.alive.remove(learner)
+        ckpt = tmp_path / f"state-{index}" / "models" / "noop.ckpt"
+        assert ckpt.is_file() and ckpt.stat().st_size > 0
+        # released (holder cleared), not left to expire: the survivor takes it at once
+        assert None in emulator.holders
+        await until(lambda: _one_learner(rs), LEASE_DURATION_S + 10, "a new learner")
+        assert emulator.holders[-1] == f"replica-{1 - index}"
+        (survivor,) = rs.alive
+        assert await rs.outcomes(survivor) == 40
