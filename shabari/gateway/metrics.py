@@ -239,8 +239,9 @@ class PoolLedger:
             self._m.pods.labels(acc.function, "idle").dec()
             self._m.pods.labels(acc.function, "busy").inc()
         acc.busy = True
-        acc.size = size
-        self._gauges()
+        if size != acc.size:  # resized in place: the held totals change (O(pods) to sum)
+            acc.size = size
+            self._gauges()
 
     def idle(self, pod_id: PodId, now: float) -> None:
         acc = self._pods.get(pod_id)
