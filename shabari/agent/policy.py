@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from shabari.core.context import DecisionContext
+from shabari.core.cost import CostModel
 from shabari.core.ids import FunctionName
 from shabari.core.spec import Size
 from shabari.core.types import Decision, Outcome
@@ -37,6 +38,14 @@ class EscalatingPolicy(Policy, Protocol):
     """A policy that can retry a failed (OOM-killed) invocation once with a bigger size."""
 
     def escalate(self, ctx: DecisionContext, decision: Decision) -> Decision | None: ...
+
+
+@runtime_checkable
+class CostAwarePolicy(Policy, Protocol):
+    """A policy that learns from a cost: the drivers log and report that same cost model."""
+
+    @property
+    def cost_model(self) -> CostModel: ...
 
 
 @dataclass(frozen=True, slots=True)

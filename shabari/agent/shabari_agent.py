@@ -53,13 +53,15 @@ from shabari.core.cost import DEFAULT_COST, CostModel, cost
 from shabari.core.errors import ConfigError
 from shabari.core.ids import DecisionId, FunctionName
 from shabari.core.spec import FunctionSpec, Size
-from shabari.core.types import Decision, Outcome, OutcomeStatus
+from shabari.core.types import Decision, Outcome, OutcomeStatus, PlacementKind
 
 CHECKPOINT_MAGIC = b"SHABARI-AGENT-2\n"
 _LEN = struct.Struct(">I")
 
 #: warm-pool flags of an arm: an idle pod of exactly its CPU, an in-place resize, a cold start
 WARM, RESIZE, COLD = 0, 1, 2
+_FLAG = {PlacementKind.WARM: WARM, PlacementKind.RESIZE: RESIZE, PlacementKind.COLD: COLD,
+         PlacementKind.QUEUE: COLD, PlacementKind.REJECT: COLD}
 
 Unseen = Literal["prior", "default", "largest"]
 
@@ -154,35 +156,12 @@ class _Pending:
 
 
 def _flags(ctx: DecisionContext, sizes: list[Size]) -> list[int]:
-    """Each size's warm-pool flag, mirroring the scheduler's warm rule: the smallest idle
-    memory class that fits; in it, an idle pod of exactly the CPU, else a resize."""
-    warm = ctx.warm_idle
-    if not warm:
+    """Each size's warm-pool flag: the scheduler's own answer (`ctx.placement_kind`, which is
+    `Scheduler.preview` in the gateway and the simulator: the smallest idle memory class that
+    fits, an idle pod of exactly the CPU, else a resize where its node has the CPU headroom)."""
+    if not ctx.warm_idle:
         return [COLD] * len(sizes)
-    resize = ctx.supports_resize
-    out = []
-    for s in sizes:
-        best = math.inf
-        exact = False
-        for w in warm:
-            if w.gpu != s.gpu or w.memory_mib < s.memory_mib:
-                continue
-            if not resize:
-                if w.cpu_millicores >= s.cpu_millicores:
-                    exact = True
-                continue
-            if w.memory_mib < best:
-                best = w.memory_mib
-                exact = w.cpu_millicores == s.cpu_millicores
-            elif w.memory_mib == best and w.cpu_millicores == s.cpu_millicores:
-                exact = True
-        if exact:
-            out.append(WARM)
-        elif resize and best < math.inf:
-            out.append(RESIZE)
-        else:
-            out.append(COLD)
-    return out
+    return [_FLAG[ctx.placement_kind(s)] for s in sizes]
 
 
 def _warmup(spec: FunctionSpec, cfg: AgentConfig) -> int:
@@ -650,6 +629,11 @@ class ShabariAgent:
         fmean = fs.fmean
         for k, v in fv.scaled.items():
             fmean[k] = v if k not in fmean else fmean[k] + w * (v - fmean[k])
+
+    @property
+    def cost_model(self) -> CostModel:
+        """The cost it learns from (`CostAwarePolicy`): drivers log and report this one."""
+        return self.config.cost_model
 
     # -- OOM retry -------------------------------------------------------------------------
 

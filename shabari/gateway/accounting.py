@@ -11,35 +11,28 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from shabari.core import Decision, DecisionContext, Outcome, Placement, Size
+from shabari.core import Decision, DecisionContext, Outcome
 from shabari.gateway.decisionlog import DecisionLog, decision_record
 from shabari.gateway.metrics import GatewayMetrics
+from shabari.lifecycle import AttemptRecord
 
 
 @dataclass(slots=True)
 class FunctionStats:
+    """Per-function counters of the `/functions` and `/stats` views (the estimates the
+    scheduler's queueing rule uses are the lifecycle's: `shabari.lifecycle.Estimates`)."""
+
     invocations: int = 0
     slo_violations: int = 0
     failures: int = 0
     cold_starts: int = 0
     oom_retries: int = 0
-    cold_start_ms_sum: float = 0.0
-    #: moving average of how long a warm invocation holds its pod (ms): the expected wait
-    #: behind a busy pod, which the scheduler weighs against a cold start
-    warm_hold_ms: float | None = None
 
     @property
     def slo_attainment(self) -> float | None:
         if not self.invocations:
             return None
         return 1.0 - self.slo_violations / self.invocations
-
-    def cold_start_estimate_ms(self) -> float | None:
-        return self.cold_start_ms_sum / self.cold_starts if self.cold_starts else None
-
-    def observe_warm_hold(self, held_ms: float) -> None:
-        w = self.warm_hold_ms
-        self.warm_hold_ms = held_ms if w is None else 0.8 * w + 0.2 * held_ms
 
 
 class Accounting:
@@ -53,24 +46,26 @@ class Accounting:
         self._flushing = False
         self._background: set[asyncio.Task[None]] = set()
 
-    def attempt(
-        self, function: str, ctx: DecisionContext, decision: Decision,
-        placement: Placement | None, outcome: Outcome, pod_size: Size | None, *,
-        attempt_no: int, retry_of: str | None, held_s: float, decision_s: float,
-        slo_ms: float, cost: float, violated: bool, recommended: Decision | None = None,
-    ) -> None:
-        """One attempt ran (or could not be placed, `pod_size` None): resources and log."""
+    def attempt(self, function: str, ctx: DecisionContext, record: AttemptRecord, *,
+                decision_s: float, recommended: Decision | None = None) -> None:
+        """One attempt ran (or could not be placed): resources, and its decision log record
+        with the lifecycle's verdict (the cost the policy learned)."""
         m = self.metrics
+        pod_size = record.pod_size
+        outcome = record.outcome
+        held_s = record.held_s
         if pod_size is not None:
-            m.allocated_vcpu_seconds.labels(function).inc(pod_size.vcpu * held_s)
-            m.allocated_memory_gib_seconds.labels(function).inc(pod_size.memory_gib * held_s)
+            m.allocated_vcpu_seconds.labels(function).inc(record.allocated_vcpu_s)
+            m.allocated_memory_gib_seconds.labels(function).inc(record.allocated_memory_gib_s)
         m.used_vcpu_seconds.labels(function).inc(max(outcome.cpu_seconds, 0.0))
         m.used_memory_gib_seconds.labels(function).inc(
             max(outcome.peak_memory_mib, 0.0) / 1024.0 * held_s)
+        verdict = record.verdict
         rec = decision_record(
-            ts=time.time(), decision=decision, features=ctx.features, slo_ms=slo_ms,
-            placement=placement, outcome=outcome, cost=cost, violated=violated,
-            attempt=attempt_no, retry_of=retry_of)
+            ts=time.time(), decision=record.decision, features=ctx.features,
+            slo_ms=verdict.slo_ms, placement=record.placement if pod_size else None,
+            outcome=outcome, cost=verdict.cost, violated=verdict.violated,
+            attempt=record.number, retry_of=record.retry_of)
         rec["held_ms"] = held_s * 1000.0
         rec["decision_us"] = decision_s * 1e6
         if recommended is not None:  # Recommend mode: what the policy would have run

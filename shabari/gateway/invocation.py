@@ -1,13 +1,16 @@
-"""The gateway's invocation path: featurize, decide, place, run, judge, retry once, learn.
+"""The gateway's driver of the invocation lifecycle (`shabari.lifecycle`), on the wall clock.
 
-One `InvocationPath.invoke` call runs one invocation end to end over the policy, the
-scheduler (through `PodPool`) and the backend, and hands the result to `Accounting` and
-`replies`. Everything runs on one event loop: `decide` and `learn` are synchronous and never
-interleave with each other for the same function, which is what the VW workspaces need.
+`InvocationPath.invoke` featurizes the body, then runs the shared lifecycle: decide, place,
+start/resize/reuse the pod on the backend, run, judge, retry once or finish, learn; the rules
+are the lifecycle's, the same the simulator applies. What is the gateway's own: the backend
+calls, waiting (asynchronously) for room, and handing each attempt to `Accounting` and the
+final one to `replies`. Everything runs on one event loop: `decide` and `learn` are
+synchronous and never interleave for the same function, which is what the VW workspaces need.
 
 What does not change the answer (learning, metrics, the decision log) runs after the response
 (`deferred.AfterResponse`); where the outcome goes to be learned is `learn`: the policy itself
-when this process is the learner, the replica's outcome shipper otherwise (`replica`).
+when this process is the learner, the replica's outcome shipper otherwise (`replica`). An OOM
+is learned before the model escalates the memory.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from shabari.agent.policy import EscalatingPolicy, ExplainingPolicy, Policy
+from shabari.agent.policy import ExplainingPolicy, Policy
 from shabari.backends.base import Backend
 from shabari.core import (
     BackendError,
@@ -27,15 +30,10 @@ from shabari.core import (
     FunctionSpec,
     Outcome,
     OutcomeStatus,
-    Placement,
     PlacementKind,
-    PodId,
     PodLostError,
     ShabariError,
-    Size,
 )
-from shabari.core.cost import cost as cost_of
-from shabari.core.cost import violated as violated_fn
 from shabari.core.errors import ResizeRejectedError
 from shabari.gateway.accounting import Accounting, FunctionStats
 from shabari.gateway.checkpoints import Checkpoints
@@ -46,6 +44,15 @@ from shabari.gateway.pool import PodPool
 from shabari.gateway.recommend import Recommendations, run_decision, size_label
 from shabari.gateway.replies import AttemptResult, Reply, reply_for
 from shabari.gateway.slo import SloResolver
+from shabari.lifecycle import (
+    AttemptRecord,
+    Finished,
+    Invocation,
+    Lifecycle,
+    LifecycleConfig,
+    StepKind,
+)
+from shabari.lifecycle.invocation import Completion
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +67,25 @@ class Featurize(Protocol):
 MAX_LOST_PODS = 3
 
 
-def outcome_of(exc: BackendError, latency_ms: float) -> Outcome:
+def outcome_of(exc: BackendError) -> Outcome:
     """What a failed backend call measured, or its typed status when it measured nothing."""
     if exc.outcome is not None:
         return exc.outcome
-    return Outcome(latency_ms=latency_ms, status=exc.outcome_status, detail=str(exc))
+    return Outcome(latency_ms=0.0, status=exc.outcome_status, detail=str(exc))
+
+
+class _Ran:
+    """One attempt's result as the gateway holds it until the reply."""
+
+    __slots__ = ("body", "content_type", "done", "error")
+
+    def __init__(self, done: Completion | Finished, body: bytes = b"",
+                 content_type: str = "application/octet-stream",
+                 error: ShabariError | None = None) -> None:
+        self.done = done
+        self.body = body
+        self.content_type = content_type
+        self.error = error
 
 
 class InvocationPath:
@@ -81,7 +102,6 @@ class InvocationPath:
         #: where outcomes go to be learned (replaced by a replica that is not the learner)
         self.learn: Callable[[DecisionContext, Decision, Outcome], None] = policy.learn
         self.after = after or AfterResponse()
-        self._escalate = policy if isinstance(policy, EscalatingPolicy) else None
         self.pool = pool
         self.backend = backend
         self.featurize = featurize
@@ -95,250 +115,106 @@ class InvocationPath:
         self.now = now
         #: functions whose spec changed since their last decision (see Gateway.update_functions)
         self.refit: set[str] = set()
+        self._lifecycle: Lifecycle | None = None
+        #: called with each invocation's final record (tests, tools)
+        self.on_finished: Callable[[Finished], None] | None = None
         #: Recommend mode: what the policy would have run, per function (recommend.py)
         self.recommendations: dict[str, Recommendations] = {}
         self._explainer = policy if isinstance(policy, ExplainingPolicy) else None
 
-    async def invoke(self, spec: FunctionSpec, body: bytes, content_type: str | None) -> Reply:
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The shared lifecycle over the policy and the scheduler (built once it exists)."""
+        lc = self._lifecycle
+        if lc is None:
+            lc = self._lifecycle = Lifecycle(
+                self.policy, self.pool.scheduler, supports_resize=self.backend.supports_resize,
+                slo=self.slo, config=LifecycleConfig(retry_oom=self.config.retry_oom,
+                                                     capacity_wait_s=self.config.capacity_wait_s),
+                on_finished=self._finished, learn=self._learn_after)
+        return lc
+
+    def _learn_after(self, ctx: DecisionContext, decision: Decision, outcome: Outcome) -> None:
+        """Learn after the response; an OOM now (the lifecycle escalates right after it)."""
+        if outcome.status is OutcomeStatus.OOM:
+            self.after.drain()
+            self.learn(ctx, decision, outcome)
+            return
+        learn = self.learn
+        self.after.add(lambda: learn(ctx, decision, outcome))
+
+    def _finished(self, done: Finished) -> None:
+        if self.on_finished is not None:
+            self.on_finished(done)
+
+    async def invoke(self, spec: FunctionSpec, body: bytes, content_type: str | None, *,
+                     key: object = None) -> Reply:
         """Run one invocation end to end (the caller holds an admission slot)."""
         function = spec.name
+        lc = self.lifecycle
         t_start = self._clock()
         features = self.featurize(body, content_type, spec.featurizer, spec.featurizer_options)
         slo_before = self.slo.resolve_before(spec, features)
         now = self.now()
-        ctx = DecisionContext(
-            spec=spec, features=features, now=now,
-            warm_idle=self.pool.scheduler.warm_idle(spec.name, now),
-            supports_resize=self.backend.supports_resize, slo_ms=slo_before)
+        self.pool.stop_later(lc.expire(now))
         if function in self.refit:
             self.after.drain()  # outcomes of the old spec are learned before the refit
             self.refit.discard(function)
             self.checkpoints.refit(function)
-        decision = self.policy.decide(ctx)
+        inv = lc.begin(spec, features, slo_before, now, key)
         recommended: Decision | None = None
         if spec.recommend_only:  # decide and learn, but run the target's own size
-            recommended = decision
-            decision = run_decision(self.policy, ctx, decision)
+            recommended = inv.decision
+            inv.decision = run_decision(self.policy, inv.ctx, inv.decision)
         self.checkpoints.touched.add(function)
-        attempt = await self._attempt(spec, ctx, decision, body, content_type, t_start, 1, None,
-                                      recommended)
-        first = attempt
-        if (attempt.outcome.status is OutcomeStatus.OOM and self.config.retry_oom
-                and self._escalate is not None):
-            self.after.drain()  # the OOM is learned before the model escalates the memory
-            bigger = self._escalate.escalate(ctx, attempt.decision)
-            if bigger is not None:
+        decision_s = self._clock() - t_start
+        while True:
+            ran = await self._attempt(inv, body, content_type)
+            done = ran.done
+            record = done.attempts[-1] if isinstance(done, Finished) else done.record
+            self.after.add(self._account(function, inv, record, decision_s,
+                                         recommended if record.number == 1 else None))
+            decision_s = 0.0
+            if isinstance(done, Completion) and done.retry:
                 self.metrics.oom_retries.labels(function).inc()
                 self.stats[function].oom_retries += 1
-                attempt = await self._attempt(spec, ctx, bigger, body, content_type,
-                                              self._clock(), 2, first.decision.decision_id)
-        status_label = (attempt.outcome.status.value
-                        if attempt.error is None or attempt.placement else "rejected")
-        self.accounting.invocation(function, attempt.outcome, violated=attempt.violated,
+                continue
+            finished = done if isinstance(done, Finished) else done.finished
+            assert finished is not None
+            break
+        final = finished.final
+        placed = final.pod_size is not None
+        status_label = final.outcome.status.value if placed or ran.error is None else "rejected"
+        outcome = final.outcome
+        shown = Outcome(finished.latency_ms, outcome.status, outcome.cold_start,
+                        outcome.cold_start_ms, outcome.cpu_seconds, outcome.peak_memory_mib,
+                        outcome.detail)
+        self.accounting.invocation(function, shown, violated=finished.violated,
                                    status_label=status_label)
-        reply = reply_for(attempt, retried=attempt is not first)
+        result = AttemptResult(final.decision, final.placement if placed else None, shown,
+                               ran.body, ran.content_type, ran.error,
+                               final.pod_size or final.decision.size, finished.slo_ms,
+                               finished.violated)
+        reply = reply_for(result, retried=len(finished.attempts) > 1)
         if recommended is not None:
             reply.headers["X-Shabari-Recommended"] = size_label(recommended.size)
         return reply
 
-    async def _attempt(
-        self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision, body: bytes,
-        content_type: str | None, t_start: float, attempt_no: int, retry_of: str | None,
-        recommended: Decision | None = None,
-    ) -> AttemptResult:
-        """Place and run one decision; latency counts from here (capacity wait, cold start,
-        resize and execution included: what the caller waits for after the decision)."""
-        fn = spec.name
-        placement: Placement | None = None
-        pod_size = decision.size
-        error: ShabariError | None = None
-        resp_body, resp_ct = b"", "application/octet-stream"
-        t_decided = self._clock()
-        decision_s = t_decided - t_start
-        held_s = 0.0
-        try:
-            lost = 0
-            failure: BackendError | None = None
-            while True:
-                placement, pod_id, pod_size, cold_ms, t_commit = await self._place(
-                    spec, decision)
-                if placement.pod_id is None:
-                    placement = dataclasses.replace(placement, pod_id=pod_id)
-                try:
-                    result = await self.backend.invoke(
-                        pod_id, body, content_type, self.config.invoke_timeout_s)
-                    break
-                except PodLostError as exc:
-                    # the pod had died while idle: nothing ran, the size is not to blame
-                    await self.pool.discard(pod_id, self.now())
-                    self.metrics.pods_lost.labels(fn).inc()
-                    lost += 1
-                    log.warning("%s; placing %s again (%d/%d)", exc, fn, lost, MAX_LOST_PODS)
-                    if lost >= MAX_LOST_PODS:
-                        raise
-                except BackendError as exc:
-                    failure = exc
-                    break
-            if failure is not None:
-                t_end = self._clock()
-                latency_ms = (t_end - t_decided) * 1000.0
-                held_s = t_end - t_commit
-                error = failure
-                raw = outcome_of(failure, latency_ms)
-                outcome = dataclasses.replace(
-                    raw, latency_ms=latency_ms, cold_start=placement.cold_start,
-                    cold_start_ms=cold_ms, detail=raw.detail or str(failure))
-                await self.pool.discard(pod_id, self.now())
-            else:
-                t_end = self._clock()
-                latency_ms = (t_end - t_decided) * 1000.0
-                held_s = t_end - t_commit
-                if not placement.cold_start:
-                    self.stats[fn].observe_warm_hold(held_s * 1000.0)
-                resp_body, resp_ct = result.body, result.content_type
-                outcome = dataclasses.replace(
-                    result.outcome, latency_ms=latency_ms, cold_start=placement.cold_start,
-                    cold_start_ms=cold_ms)
-                self.pool.release(pod_id, self.now())
-        except ShabariError as exc:
-            # no pod could run it (capacity, backend down): nothing to learn about the size
-            error = exc
-            outcome = Outcome(latency_ms=(self._clock() - t_decided) * 1000.0,
-                              status=OutcomeStatus.CRASH, detail=str(exc))
-            slo_ms, violated = self._judge(spec, ctx, decision, placement, outcome, None,
-                                           attempt_no, retry_of, 0.0, decision_s, learn=False)
-            return AttemptResult(decision, placement, outcome, b"", "", error, pod_size, slo_ms,
-                                 violated)
-        slo_ms, violated = self._judge(spec, ctx, decision, placement, outcome, pod_size,
-                                       attempt_no, retry_of, held_s, decision_s, learn=True,
-                                       recommended=recommended)
-        return AttemptResult(decision, placement, outcome, resp_body, resp_ct, error, pod_size,
-                             slo_ms, violated)
-
-    async def _place(
-        self, spec: FunctionSpec, decision: Decision
-    ) -> tuple[Placement, PodId, Size, float, float]:
-        """Place, commit, then start, resize or reuse the pod.
-
-        Returns (placement, pod, pod size, cold start ms, clock at commit).
-
-        A scheduler QUEUE waits (bounded) for capacity to change. A resize the platform
-        rejects (`ResizeRejectedError`) leaves the pod usable at its old size: it is held
-        aside while the invocation is placed again (another warm pod, or a cold start of the
-        decided size), then released to the pool at its real size.
-        """
-        held: list[PodId] = []
-        try:
-            return await self._place_once(spec, decision, held)
-        finally:
-            if held:
-                now = self.now()
-                for pod_id in held:
-                    self.pool.release(pod_id, now)
-
-    async def _place_once(
-        self, spec: FunctionSpec, decision: Decision, held: list[PodId]
-    ) -> tuple[Placement, PodId, Size, float, float]:
-        fn = spec.name
-        sched = self.pool.scheduler
-        deadline = self._clock() + self.config.capacity_wait_s
-        est = self.stats[fn].cold_start_estimate_ms()
-        while True:
-            now = self.now()
-            # not behind a busy pod once a resize was rejected: that could be the held pod
-            placement = sched.place(
-                fn, decision.size, now, cold_start_ms=est,
-                busy_wait_ms=None if held else self.stats[fn].warm_hold_ms,
-                queued=self.pool.queued_behind(fn))
-            if placement.kind is PlacementKind.REJECT:
-                raise CapacityError(f"cannot place {fn} at {decision.size}",
-                                    detail=placement.reason)
-            if placement.kind is PlacementKind.QUEUE and held:
-                # the cluster is full: give the held pods back (usable at their real size)
-                # and wait for capacity like any other invocation
-                now = self.now()
-                for pod_id in held:
-                    self.pool.release(pod_id, now)
-                held.clear()
-            if placement.kind is PlacementKind.QUEUE:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    raise CapacityError(f"no capacity for {fn} at {decision.size} "
-                                        f"within {self.config.capacity_wait_s:g}s",
-                                        detail=placement.reason)
-                # behind a busy pod of its own: woken alone when one is released; for room
-                # in a full cluster: woken by any capacity change
-                await self.pool.wait_for_capacity(
-                    min(remaining, 1.0), behind=fn if placement.pod_id is not None else None,
-                    size=decision.size)
-                continue
-            pod = sched.commit(placement, fn, now, cold_start_ms=est or 0.0)
-            t_commit = self._clock()
-            await self.pool.evicted(placement.evict, now)
-            if placement.kind is PlacementKind.COLD:
-                try:
-                    handle = await self.backend.start_pod(pod.pod_id, spec, pod.size,
-                                                          pod.node_id)
-                except BaseException:
-                    self.pool.forget(pod.pod_id)
-                    raise
-                cold_ms = handle.cold_start_ms
-                st = self.stats[fn]
-                st.cold_starts += 1
-                st.cold_start_ms_sum += cold_ms
-                self.metrics.cold_starts.labels(fn).inc()
-                self.pool.started(pod.pod_id, fn, pod.size, self.now())
-                return placement, pod.pod_id, pod.size, cold_ms, t_commit
-            if placement.kind is PlacementKind.RESIZE:
-                try:
-                    await self.backend.resize(pod.pod_id, pod.size.cpu_millicores)
-                except ResizeRejectedError as exc:
-                    log.info("resize of %s to %s rejected (%s); placing again, the pod stays "
-                             "warm at %s", pod.pod_id, pod.size, exc.reason or exc,
-                             placement.resized_from)
-                    self.metrics.resizes_rejected.labels(fn, exc.reason or "unknown").inc()
-                    # the pod is back at its real size, still busy (held by this invocation
-                    # so the next `place` looks elsewhere)
-                    assert placement.resized_from is not None
-                    sched.revert_resize(pod.pod_id, placement.resized_from)
-                    held.append(pod.pod_id)
-                    continue
-                except BaseException:
-                    await self.pool.discard(pod.pod_id, self.now())
-                    raise
-                self.metrics.resizes.labels(fn).inc()
-            self.pool.busy(pod.pod_id, pod.size, self.now())
-            return placement, pod.pod_id, pod.size, 0.0, t_commit
-
-    def _judge(
-        self, spec: FunctionSpec, ctx: DecisionContext, decision: Decision,
-        placement: Placement | None, outcome: Outcome, pod_size: Size | None, attempt_no: int,
-        retry_of: str | None, held_s: float, decision_s: float, *, learn: bool,
-        recommended: Decision | None = None,
-    ) -> tuple[float, bool]:
-        # the input's own cost, without the cold start, is what a slowdown SLO is relative to
-        slo_ms = self.slo.resolve_after(spec, ctx.features, ctx.slo_ms,
-                                        outcome.latency_ms - outcome.cold_start_ms, outcome.ok)
-        c = cost_of(decision.size, outcome, slo_ms, spec.largest)
-        violated = violated_fn(outcome, slo_ms)
-
+    def _account(self, function: str, inv: Invocation, record: AttemptRecord,
+                 decision_s: float, recommended: Decision | None) -> Callable[[], None]:
         def after_response() -> None:
-            fn = spec.name
-            self.metrics.decision_seconds.labels(fn).observe(decision_s)
-            if learn:
-                learn_ctx = (ctx if ctx.slo_ms is not None
-                             else dataclasses.replace(ctx, slo_ms=slo_ms))
-                self.learn(learn_ctx, decision, outcome)
-                self.metrics.model_version.labels(fn).set(decision.model_version)
+            self.metrics.decision_seconds.labels(function).observe(decision_s)
+            if record.learned:
+                self.metrics.model_version.labels(function).set(record.decision.model_version)
                 if recommended is not None:
-                    self._recommendation(learn_ctx, recommended, decision, violated)
-            self.accounting.attempt(
-                fn, ctx, decision, placement, outcome, pod_size, attempt_no=attempt_no,
-                retry_of=retry_of, held_s=held_s, decision_s=decision_s, slo_ms=slo_ms, cost=c,
-                violated=violated, recommended=recommended)
-
-        self.after.add(after_response)
-        return slo_ms, violated
+                    ctx = inv.ctx
+                    if ctx.slo_ms is None:
+                        ctx = dataclasses.replace(ctx, slo_ms=record.verdict.slo_ms)
+                    self._recommendation(ctx, recommended, record.decision,
+                                         record.verdict.violated)
+            self.accounting.attempt(function, inv.ctx, record, decision_s=decision_s,
+                                    recommended=recommended)
+        return after_response
 
     def _recommendation(self, ctx: DecisionContext, recommended: Decision, ran: Decision,
                         violated: bool) -> None:
@@ -360,3 +236,94 @@ class InvocationPath:
         est = rec.estimated_slo_attainment
         if est is not None:
             self.metrics.recommended_slo_attainment.labels(fn).set(est)
+
+    async def _attempt(self, inv: Invocation, body: bytes, content_type: str | None) -> _Ran:
+        """Place and run the invocation's current decision; returns once it has an outcome.
+
+        A QUEUE waits (until `capacity_wait_s`) for capacity to change. A resize the platform
+        rejects (`ResizeRejectedError`) leaves the pod usable at its old size: it is held
+        aside while the invocation is placed again, then released at its real size.
+        """
+        lc = self.lifecycle
+        fn = inv.spec.name
+        lost = 0
+        while True:
+            step = lc.place(inv, self.now(), self.pool.queued_behind(fn))
+            if step.kind is StepKind.WAIT:
+                self.pool.stop_later(step.stop)
+                # behind a busy pod of its own: woken alone when one is released; for room
+                # in a full cluster: woken by any capacity change
+                assert step.placement is not None
+                await self.pool.wait_for_capacity(
+                    inv, inv.deadline - self.now(),
+                    behind=fn if step.placement.pod_id is not None else None,
+                    size=inv.decision.size)
+                continue
+            self.pool.done_waiting(inv)
+            if step.kind is StepKind.FAIL:
+                self.pool.stop_later(step.stop)
+                assert step.finished is not None
+                if step.placement is not None and step.placement.kind is PlacementKind.REJECT:
+                    err = CapacityError(f"cannot place {fn} at {inv.decision.size}",
+                                        detail=step.reason)
+                else:
+                    err = CapacityError(f"no capacity for {fn} at {inv.decision.size} within "
+                                        f"{self.config.capacity_wait_s:g}s", detail=step.reason)
+                return _Ran(step.finished, error=err)
+            # RUN: what left the model goes first (an eviction frees room for a cold start)
+            await self.pool.stop_all(step.stop)
+            placement = step.placement
+            assert placement is not None and inv.pod_id is not None and inv.pod_size is not None
+            pod_id, size = inv.pod_id, inv.pod_size
+            node_id = placement.node_id
+            if placement.kind is PlacementKind.COLD:
+                try:
+                    assert node_id is not None
+                    handle = await self.backend.start_pod(pod_id, inv.spec, size, node_id)
+                except ShabariError as exc:
+                    return _Ran(lc.start_failed(inv, self.now(), str(exc)), error=exc)
+                except BaseException:
+                    lc.start_failed(inv, self.now(), "cancelled")
+                    raise
+                lc.started(inv, self.now(), handle.cold_start_ms)
+                self.stats[fn].cold_starts += 1
+                self.metrics.cold_starts.labels(fn).inc()
+            elif placement.kind is PlacementKind.RESIZE:
+                try:
+                    await self.backend.resize(pod_id, size.cpu_millicores)
+                except ResizeRejectedError as exc:
+                    log.info("resize of %s to %s rejected (%s); placing again, the pod stays "
+                             "warm at %s", pod_id, size, exc.reason or exc,
+                             placement.resized_from)
+                    self.metrics.resizes_rejected.labels(fn, exc.reason or "unknown").inc()
+                    lc.resize_rejected(inv, self.now())
+                    continue
+                except ShabariError as exc:
+                    done = lc.resize_failed(inv, self.now(), str(exc))
+                    await self.pool.stop(pod_id)
+                    return _Ran(done, error=exc)
+                except BaseException:
+                    lc.resize_failed(inv, self.now(), "cancelled")
+                    await self.pool.stop(pod_id)
+                    raise
+                self.metrics.resizes.labels(fn).inc()
+            try:
+                result = await self.backend.invoke(pod_id, body, content_type,
+                                                   self.config.invoke_timeout_s)
+            except PodLostError as exc:
+                # the pod had died while idle: nothing ran, the size is not to blame
+                lc.pod_lost(inv, self.now())
+                await self.pool.stop(pod_id)
+                self.metrics.pods_lost.labels(fn).inc()
+                lost += 1
+                log.warning("%s; placing %s again (%d/%d)", exc, fn, lost, MAX_LOST_PODS)
+                if lost >= MAX_LOST_PODS:
+                    return _Ran(lc.fail(inv, self.now(), str(exc)), error=exc)
+                continue
+            except BackendError as exc:
+                completion = lc.complete(inv, outcome_of(exc), self.now())
+                await self.pool.stop_all(completion.stop)
+                return _Ran(completion, error=exc)
+            completion = lc.complete(inv, result.outcome, self.now())
+            await self.pool.stop_all(completion.stop)
+            return _Ran(completion, result.body, result.content_type)

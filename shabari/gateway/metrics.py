@@ -24,6 +24,7 @@ from prometheus_client import (
 )
 
 from shabari.core import PodId, Size
+from shabari.scheduler.model import PodEvent, PodEventKind
 
 _DECISION_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -199,7 +200,11 @@ class PoolTotals:
 
 
 class PoolLedger:
-    """Integrates pod size x time, split into busy and idle, and feeds the pool metrics."""
+    """Integrates pod size x time, split into busy and idle, and feeds the pool metrics.
+
+    It consumes the scheduler's pod events (`Scheduler.subscribe(ledger)`), the one source of
+    pod state, so it never has to be kept in step by hand.
+    """
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._m = metrics
@@ -207,6 +212,17 @@ class PoolLedger:
         self._busy = [0.0, 0.0]
         self._idle = [0.0, 0.0]
         self._started = 0
+
+    def __call__(self, ev: PodEvent) -> None:
+        kind = ev.kind
+        if kind is PodEventKind.STARTED:
+            self.started(ev.pod_id, ev.function, ev.size, ev.time)
+        elif kind is PodEventKind.BUSY:
+            self.busy(ev.pod_id, ev.size, ev.time)
+        elif kind is PodEventKind.IDLE:
+            self.idle(ev.pod_id, ev.time)
+        else:
+            self.stopped(ev.pod_id, ev.time)
 
     def _close(self, acc: _PodAccount, now: float) -> None:
         dt = max(0.0, now - acc.since)

@@ -182,7 +182,7 @@ class Gateway:
         await self.checkpoint_all()
         if not self.checkpoints.healthy:
             log.error("shutdown: models not all checkpointed: %s", self.checkpoints.last_error)
-        self.pool.close_ledger(self.now())
+        self.pool.shutdown(self.now())
         try:
             await self.backend.close()
         except Exception:
@@ -262,9 +262,11 @@ class Gateway:
                                        detail=f"known: {', '.join(sorted(self.functions))}")
         return spec
 
-    async def invoke(self, function: str, body: bytes, content_type: str | None) -> Reply:
-        """Run one invocation end to end (the caller holds an admission slot)."""
-        return await self.path.invoke(self.spec(function), body, content_type)
+    async def invoke(self, function: str, body: bytes, content_type: str | None, *,
+                     key: object = None) -> Reply:
+        """Run one invocation end to end (the caller holds an admission slot). `key` is
+        carried into the invocation's lifecycle record (`path.on_finished`)."""
+        return await self.path.invoke(self.spec(function), body, content_type, key=key)
 
     # -- views -------------------------------------------------------------------------------
 

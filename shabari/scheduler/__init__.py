@@ -6,8 +6,8 @@ Pure decision logic over a model of the pod pool; it imports only `shabari.core`
 
 from shabari.scheduler.config import NodeChoice, SchedulerConfig
 from shabari.scheduler.keepalive import FixedKeepAlive, HistogramKeepAlive, KeepAlivePolicy
-from shabari.scheduler.model import ClusterUsage, NodeUsage, Pod
-from shabari.scheduler.scheduler import Scheduler, queue_wait_ms
+from shabari.scheduler.model import ClusterUsage, NodeUsage, Pod, PodEvent, PodEventKind
+from shabari.scheduler.scheduler import Scheduler, can_take, queue_wait_ms
 
 __all__ = [
     "ClusterUsage",
@@ -17,7 +17,10 @@ __all__ = [
     "NodeChoice",
     "NodeUsage",
     "Pod",
+    "PodEvent",
+    "PodEventKind",
     "Scheduler",
     "SchedulerConfig",
+    "can_take",
     "queue_wait_ms",
 ]

@@ -6,6 +6,7 @@ so a caller (gateway metrics, simulator accounting, tests) can never corrupt its
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from shabari.core.ids import FunctionName, NodeId, PodId
@@ -86,3 +87,39 @@ class ClusterUsage:
     pods_busy: int
     pods_idle: int
     pods_starting: int = 0
+
+
+class PodEventKind(enum.Enum):
+    """What happened to a pod in the scheduler's model (the one owner of pod state)."""
+
+    #: a new pod was committed for a cold start; it is busy with its first invocation
+    STARTED = "started"
+    #: an idle pod took an invocation (possibly resized in place), or its resize was undone
+    BUSY = "busy"
+    #: the pod's invocation ended: it is idle and warm
+    IDLE = "idle"
+    #: the pod left the model (evicted, expired, removed after a failure, shut down)
+    STOPPED = "stopped"
+
+
+class PodEvent:
+    """One pod transition at `time` (caller's clock). `size` is the pod's size after it.
+
+    Consumers integrate size x time from these (the gateway's `PoolLedger`, the simulator's
+    accounting): busy from STARTED/BUSY to IDLE/STOPPED, idle from IDLE to BUSY/STOPPED. An
+    expired pod stops at its keep-alive deadline, whenever the expiry is noticed.
+    """
+
+    __slots__ = ("function", "kind", "pod_id", "size", "time")
+
+    def __init__(self, kind: PodEventKind, pod_id: PodId, function: FunctionName, size: Size,
+                 time: float) -> None:
+        self.kind = kind
+        self.pod_id = pod_id
+        self.function = function
+        self.size = size
+        self.time = time
+
+    def __repr__(self) -> str:
+        return (f"PodEvent({self.kind.value}, {self.pod_id}, {self.function}, {self.size}, "
+                f"{self.time:.6f})")

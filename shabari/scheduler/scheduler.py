@@ -8,17 +8,21 @@ class, so it costs O(size classes of that function) when a warm pod fits (O(1) f
 exact size); a cold start finds its node in O(log nodes) through a sorted free-CPU index, and
 only a full cluster walks the idle pods in least-recently-used order to find what to evict.
 
-Protocol: `place` decides and mutates nothing (safe to call speculatively); `commit` applies a
-placement and returns the pod; `release` marks the invocation finished; `expire` hands back
-pods idle past their keep-alive window so the caller stops them; `remove` forgets a pod that
-died. The rules are spelled out in docs/scheduler.md; each has a test in tests/scheduler/.
+Protocol: `place` decides and mutates nothing (safe to call speculatively), nor does `preview`
+(what `place` would do with a size: the warm-fit rule policies see through
+`DecisionContext.warm_fit`); `commit` applies a placement and returns the pod; `release` marks
+the invocation finished; `expire` hands back pods idle past their keep-alive window so the
+caller stops them; `remove` forgets a pod that died. The scheduler is the one owner of pod
+state: every transition is announced to `subscribe`d listeners as a `PodEvent` (the gateway's
+pool ledger and the simulator's accounting integrate them). The rules are spelled out in
+docs/scheduler.md; each has a test in tests/scheduler/.
 """
 
 from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, insort
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from shabari.core.errors import CapacityError, ConfigError
 from shabari.core.ids import FunctionName, NodeId, PodId
@@ -27,7 +31,7 @@ from shabari.core.types import NodeCapacity, Placement, PlacementKind
 from shabari.core.units import format_cpu
 from shabari.scheduler.config import NodeChoice, SchedulerConfig
 from shabari.scheduler.keepalive import FixedKeepAlive, KeepAlivePolicy
-from shabari.scheduler.model import ClusterUsage, NodeUsage, Pod
+from shabari.scheduler.model import ClusterUsage, NodeUsage, Pod, PodEvent, PodEventKind
 
 __all__ = ["Scheduler", "queue_wait_ms"]
 
@@ -48,6 +52,7 @@ def _fmt(cpu: int, mem: int, gpu: int = 0) -> str:
 class _PodState:
     __slots__ = (
         "busy",
+        "deadline",
         "function",
         "invocations",
         "last_used",
@@ -75,6 +80,8 @@ class _PodState:
         self.started_at = now
         self.invocations = 1
         self.release_seq = -1
+        #: end of the keep-alive window while idle
+        self.deadline = now
 
     def snapshot(self) -> Pod:
         return Pod(
@@ -104,6 +111,14 @@ class _FunctionPool:
         #: every idle pod of the function in release order (first = least recently used)
         self.idle_lru: dict[PodId, _PodState] = {}
         self.warm_cache: tuple[Size, ...] | None = None
+
+
+def can_take(pod: Size, need: Size, supports_resize: bool) -> bool:
+    """Whether an idle pod of size `pod` can take an invocation decided at `need` by the warm
+    rule (memory and GPUs fit; its CPU too, or the platform resizes in place), without the
+    node's room for a resize up: which waiter a released pod wakes."""
+    return (pod.memory_mib >= need.memory_mib and pod.gpu == need.gpu
+            and (supports_resize or pod.cpu_millicores >= need.cpu_millicores))
 
 
 def queue_wait_ms(first_free_ms: float, hold_ms: float, queued: int, servers: int) -> float:
@@ -173,6 +188,17 @@ class Scheduler:
         # running totals, so usage() is O(1)
         self._alloc = [0, 0, 0]
         self._idle = [0, 0, 0]
+        self._listeners: list[Callable[[PodEvent], None]] = []
+
+    def subscribe(self, listener: Callable[[PodEvent], None]) -> None:
+        """Call `listener` with every pod transition from now on (in the order they happen)."""
+        self._listeners.append(listener)
+
+    def _emit(self, kind: PodEventKind, p: _PodState, time: float) -> None:
+        if self._listeners:
+            ev = PodEvent(kind, p.pod_id, p.function, p.size, time)
+            for listener in self._listeners:
+                listener(ev)
 
     # ------------------------------------------------------------------ queries
 
@@ -261,7 +287,7 @@ class Scheduler:
         if pool is not None and pool.idle_lru:
             warm = self._find_warm(pool, size)
             if warm is not None:
-                return warm
+                return self._warm_placement(warm, size)
         if (pool is not None and cold_start_ms is not None and busy_wait_ms is not None
                 and cfg.queue_factor > 0):
             behind = self._queue_behind_busy(pool, size, now, cold_start_ms, busy_wait_ms,
@@ -287,11 +313,25 @@ class Scheduler:
             reason += f" after evicting {len(evict)} idle pod(s)"
         return Placement(PlacementKind.COLD, size, node_id=node_id, evict=evict, reason=reason)
 
-    def _find_warm(self, pool: _FunctionPool, size: Size) -> Placement | None:
+    def preview(self, function: FunctionName, size: Size) -> PlacementKind:
+        """What `place` would give `size` from the warm pool right now: WARM (an idle pod
+        used as it is), RESIZE (an idle pod whose CPU is changed in place, with room for it on
+        its node) or COLD (no idle pod fits). Pure; the warm-fit rule every policy sees."""
+        pool = self._pools.get(function)
+        if pool is None or not pool.idle_lru:
+            return PlacementKind.COLD
+        p = self._find_warm(pool, size)
+        if p is None:
+            return PlacementKind.COLD
+        if not self.config.supports_resize or p.size.cpu_millicores == size.cpu_millicores:
+            return PlacementKind.WARM
+        return PlacementKind.RESIZE
+
+    def _find_warm(self, pool: _FunctionPool, size: Size) -> _PodState | None:
         exact = pool.idle.get((size.gpu, size.memory_mib, size.cpu_millicores))
         if exact:
             # the decided size itself: smallest memory that fits and no resize, in both modes
-            return self._warm_placement(next(reversed(exact.values())), size)
+            return next(reversed(exact.values()))
         keys = pool.keys
         n = len(keys)
         gpu = size.gpu
@@ -315,19 +355,18 @@ class Scheduler:
                         continue
                     delta = want_cpu - k[2]
                     if delta <= 0:
-                        return self._warm_placement(next(reversed(bucket.values())), size)
+                        return next(reversed(bucket.values()))
                     tried: set[int] = set()
                     for p in reversed(bucket.values()):  # most recently used first
                         if p.node in tried:
                             continue
                         if free_c[p.node] >= delta:
-                            return self._warm_placement(p, size)
+                            return p
                         tried.add(p.node)
             else:
                 for k in keys[i:j]:
                     if k[2] >= want_cpu and pool.idle[k]:
-                        p = next(reversed(pool.idle[k].values()))
-                        return self._warm_placement(p, size)
+                        return next(reversed(pool.idle[k].values()))
             i = j
         return None
 
@@ -548,9 +587,10 @@ class Scheduler:
         p.busy = True
         p.invocations += 1
         self.keep_alive.observe(function, now)
+        self._emit(PodEventKind.BUSY, p, now)
         return p.snapshot()
 
-    def revert_resize(self, pod_id: PodId, size: Size) -> Pod:
+    def revert_resize(self, pod_id: PodId, size: Size, now: float | None = None) -> Pod:
         """A committed in-place resize the platform refused: the busy pod is back at `size`.
 
         Only the CPU changes (memory and GPU must match); node accounting follows. Unlike a
@@ -571,6 +611,7 @@ class Scheduler:
             self._set_free_cpu(p.node, -delta)
             self._alloc[0] += delta
             p.size = size
+        self._emit(PodEventKind.BUSY, p, p.last_used if now is None else now)
         return p.snapshot()
 
     def _commit_cold(
@@ -606,6 +647,7 @@ class Scheduler:
                                     f"max_pods_per_function={limit}")
         for v in victims:
             self._drop(v)  # may drop the function's pool when it loses its last pod
+            self._emit(PodEventKind.STOPPED, v, now)
         pool = self._pools.get(function)
         if pool is None:
             pool = self._pools[function] = _FunctionPool()
@@ -623,6 +665,7 @@ class Scheduler:
         self._alloc[1] += size.memory_mib
         self._alloc[2] += size.gpu
         self.keep_alive.observe(function, now)
+        self._emit(PodEventKind.STARTED, p, now)
         return p.snapshot()
 
     def ready(self, pod_id: PodId, now: float) -> None:
@@ -648,15 +691,30 @@ class Scheduler:
         window = self.keep_alive.keep_alive_s(p.function, now)
         self._release_seq += 1
         p.release_seq = self._release_seq
-        heapq.heappush(self._expiry, (now + window, self._release_seq, pod_id))
+        p.deadline = now + window
+        heapq.heappush(self._expiry, (p.deadline, self._release_seq, pod_id))
+        self._emit(PodEventKind.IDLE, p, now)
         if len(self._expiry) > 2 * len(self._idle_lru) + 1024:
             self._compact_expiry()
 
-    def remove(self, pod_id: PodId) -> None:
-        """Forget a pod that died or was stopped (idempotent)."""
+    def remove(self, pod_id: PodId, now: float | None = None) -> None:
+        """Forget a pod that died or was stopped (idempotent); listeners see it stop at `now`
+        (default: when it was last used)."""
         p = self._pods.get(pod_id)
         if p is not None:
             self._drop(p)
+            self._emit(PodEventKind.STOPPED, p, p.last_used if now is None else now)
+
+    def shutdown(self, now: float) -> list[Pod]:
+        """Every pod leaves the model (the driver stops); an idle pod whose keep-alive ended
+        before `now` stops at its deadline. Returns the pods, for the caller to stop."""
+        out = []
+        for p in list(self._pods.values()):
+            end = now if p.busy else min(now, p.deadline)
+            out.append(p.snapshot())
+            self._drop(p)
+            self._emit(PodEventKind.STOPPED, p, end)
+        return out
 
     def expire(self, now: float) -> list[Pod]:
         """Remove idle pods whose keep-alive window ended before `now`; the caller stops them.
@@ -666,12 +724,13 @@ class Scheduler:
         out: list[Pod] = []
         heap = self._expiry
         while heap and heap[0][0] < now:
-            _, seq, pid = heapq.heappop(heap)
+            deadline, seq, pid = heapq.heappop(heap)
             p = self._pods.get(pid)
             if p is None or p.busy or p.release_seq != seq:
                 continue
             out.append(p.snapshot())
             self._drop(p)
+            self._emit(PodEventKind.STOPPED, p, deadline)
         return out
 
     # ------------------------------------------------------------------ bookkeeping

@@ -42,7 +42,7 @@ from shabari.core import (
     Size,
 )
 from shabari.core.cost import DEFAULT_COST
-from shabari.core.types import Decision
+from shabari.core.types import Decision, PlacementKind
 
 __all__ = [
     "VPA",
@@ -449,11 +449,10 @@ class Oracle(_OneSizePolicy):
         best: tuple[float, Size] | None = None
         for size in order:
             lat = self._latency(ctx, size)
-            if ctx.would_cold_start(size):
+            kind = ctx.placement_kind(size)  # the scheduler's own warm-fit rule
+            if kind is PlacementKind.COLD:
                 lat += cold
-            elif self._resize and ctx.supports_resize and not any(
-                    w.cpu_millicores == size.cpu_millicores and w.memory_mib >= size.memory_mib
-                    and w.gpu == size.gpu for w in ctx.warm_idle):
+            elif kind is PlacementKind.RESIZE:
                 lat += self._resize
             if lat <= slo:
                 return self._decision(ctx, size, "oracle: smallest meeting the SLO")

@@ -1,17 +1,19 @@
-"""The discrete-event simulator: a trace replayed through the real policies and scheduler.
+"""The discrete-event simulator: a trace replayed through the gateway's invocation lifecycle.
 
-Nothing here decides sizes or places pods: each policy is the same object the gateway drives
-(`shabari.agent`, or a baseline of `shabari.sim.baselines`), and placement is the gateway's
-`shabari.scheduler.Scheduler`, both under a simulated clock. The engine only supplies what the
-platform would: the input of each invocation (drawn from the performance table), its latency
-at the size it actually runs at, cold starts, in-place resize latency, queueing when the
-cluster is full, keep-alive expiry, and the accounting of DESIGN 4.5.
+Nothing here decides sizes, places pods or judges outcomes: each invocation runs through
+`shabari.lifecycle.Lifecycle` (decide, place, run, judge, retry or finish, learn) over the
+same policy objects and the same `Scheduler` the gateway drives, under a simulated clock.
+The engine only supplies what the platform would: the input of each invocation (drawn from
+the performance table), what it measures at the size it actually runs at, cold starts,
+in-place resize latency, and when a waiting invocation is placed again; the accounting of
+DESIGN 4.5 reads the lifecycle's records and the scheduler's pod events.
 
-Events: arrivals come pre-sorted from the trace; completions live in a heap of
-`(time, seq, attempt)` tuples; pods waiting for room sit in one FIFO queue that is retried
-whenever an invocation finishes. Random draws (which input, which latency sample) are made
-once per invocation from the seed and shared by every policy (common random numbers), so two
-policies differ only by their decisions. See docs/simulator.md.
+Events: arrivals come pre-sorted from the trace; a heap of `(time, seq, kind, invocation,
+measured)` holds pods becoming ready, runs ending and waits for room timing out; invocations
+waiting for room are placed again, oldest first, whenever a pod goes idle or away (as the
+gateway wakes its waiters). Random draws (which input, which latency sample) are made once
+per invocation from the seed and shared by every policy (common random numbers), so two
+policies differ only by their decisions. See docs/simulator.md and docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -30,23 +32,26 @@ from shabari.agent.policy import Policy
 from shabari.core import (
     SLO,
     ConfigError,
-    DecisionContext,
-    FunctionName,
     FunctionSpec,
     NodeCapacity,
     NodeId,
     Outcome,
     OutcomeStatus,
     PlacementKind,
-    PodId,
     Size,
 )
-from shabari.core.types import Decision
 from shabari.core.waste import invocation_waste, waste_p50
 from shabari.data.perf import PerfTable
 from shabari.data.traces import Trace
-from shabari.scheduler.config import SchedulerConfig
-from shabari.scheduler.scheduler import Scheduler
+from shabari.lifecycle import (
+    Finished,
+    Invocation,
+    Lifecycle,
+    LifecycleConfig,
+    PoolIntegrals,
+    StepKind,
+)
+from shabari.scheduler import PodEvent, PodEventKind, Scheduler, SchedulerConfig, can_take
 from shabari.sim.baselines import ProbeResult, Profiling
 
 __all__ = ["PolicyResult", "SimConfig", "Workload", "run_policy"]
@@ -66,6 +71,10 @@ class SimConfig:
     default_cold_start_ms: float = 1000.0
     #: static-default's size: the grid size nearest this (cpu millicores, memory MiB)
     default_size: tuple[int, int] = (1000, 1024)
+    #: retry an OOM-killed invocation once with the policy's escalated size (as the gateway)
+    retry_oom: bool = True
+    #: how long an invocation may wait for room before it fails (as the gateway's default)
+    capacity_wait_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.slo_slowdown >= 1.0:
@@ -74,7 +83,8 @@ class SimConfig:
             raise ConfigError("the cluster needs at least one node with positive capacity")
         for name, flag in (("keep_alive_s", "--keep-alive-s"),
                            ("resize_latency_ms", "--resize-latency-ms"),
-                           ("default_cold_start_ms", "--cold-start-ms")):
+                           ("default_cold_start_ms", "--cold-start-ms"),
+                           ("capacity_wait_s", "capacity_wait_s")):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{flag} must be a finite number >= 0, got {value}")
@@ -146,6 +156,42 @@ class Workload:
     def __len__(self) -> int:
         return len(self.times)
 
+    def execute(self, i: int, attempt: int, size: Size, decided: Size) -> tuple[Outcome, float]:
+        """What the platform measures when invocation `i` runs (attempt 1 or 2) on a pod of
+        `size` for a decision of `decided`: (status, CPU seconds, peak memory; latency and
+        cold start are the lifecycle's), and its execution time in ms.
+
+        The pod runs at its own size when the table measured it, else as the decided size.
+        Memory beyond the decision does not change speed in this model: a pod with the decided
+        CPU and more memory runs the invocation as the decided size would (same sample),
+        unless that size would have failed, which the bigger pod avoids. Without this, the
+        memory twins' measurement noise decides the latency, and the oracle, clairvoyant about
+        the decided size's sample, stops being the limit.
+        """
+        table = self.table
+        pf = self.mapping[self.function_of[i]]
+        inp = self.input_of[i]
+        run_size = size if table.has_size(pf, inp, size) else decided
+        u = self.u_sample[i] if attempt == 1 else self.u_retry[i]
+        lat, ok = table.latency_at(pf, inp, run_size, u)
+        if (run_size != decided and size.cpu_millicores == decided.cpu_millicores
+                and size.gpu == decided.gpu and size.memory_mib > decided.memory_mib
+                and table.has_size(pf, inp, decided)):
+            lat_d, ok_d = table.latency_at(pf, inp, decided, u)
+            if ok_d:
+                lat, ok, run_size = lat_d, ok_d, decided
+        status = OutcomeStatus.OK
+        if not ok:
+            peak_run = table.peak_memory_mib(pf, inp, run_size)
+            status = (OutcomeStatus.OOM if peak_run is None or peak_run > size.memory_mib
+                      else OutcomeStatus.TIMEOUT)
+        peak = table.peak_memory_mib(pf, inp, size) or 0.0
+        used = table.cpu_used_millicores(pf, inp, size)
+        # no CPU reading in the table: report none (as OpenWhisk does), not a fake full use
+        cpu_s = (min(used, size.cpu_millicores) / 1000.0 * lat / 1000.0
+                 if used is not None else 0.0)
+        return Outcome(0.0, status, cpu_seconds=cpu_s, peak_memory_mib=peak), lat
+
 
 @dataclass
 class PolicyResult:
@@ -209,269 +255,294 @@ class PolicyResult:
         }
 
 
-class _Attempt:
-    """One attempt of one invocation (an OOM retry is a second attempt)."""
+_IDLE = PodEventKind.IDLE
+_STOPPED = PodEventKind.STOPPED
 
-    __slots__ = (
-        "alloc_vcpu_s",
-        "arrival",
-        "cold",
-        "ctx",
-        "decision",
-        "exec_ms",
-        "index",
-        "number",
-        "pod_id",
-        "size",
-        "start",
-        "status",
-    )
-
-    def __init__(self, index: int, arrival: float, ctx: DecisionContext, decision: Decision,
-                 number: int) -> None:
-        self.index = index
-        self.arrival = arrival
-        self.ctx = ctx
-        self.decision = decision
-        self.number = number
-        self.alloc_vcpu_s = 0.0
-        self.cold = False
-        self.pod_id: PodId | None = None
-        self.size = decision.size
-        self.start = arrival
-        self.status = OutcomeStatus.OK
-        self.exec_ms = 0.0
+#: heap entry kinds: the attempt's pod is up / its run ends / its wait for room ends
+_READY, _DONE, _DEADLINE = 0, 1, 2
+_RESIZED = Outcome(0.0)
 
 
-def run_policy(work: Workload, policy: Policy, *, keep_per_invocation: bool = False,
-               progress: Callable[[int], None] | None = None) -> PolicyResult:
-    """Replay the workload through `policy` on a fresh scheduler; returns its totals."""
-    cfg = work.config
-    table = work.table
-    sched = Scheduler(cfg.node_capacities(), SchedulerConfig(
-        keep_alive_s=cfg.keep_alive_s, supports_resize=cfg.supports_resize,
-        resize_latency_ms=cfg.resize_latency_ms))
-    res = PolicyResult(policy.name)
-    n = len(work)
-    if keep_per_invocation:
-        res.vcpu_of = [0.0] * n
-        res.met_of = [False] * n
-        res.latency_of = [0.0] * n
-    final_seen = bytearray(n)
-    escalate = getattr(policy, "escalate", None)
-    profiler = policy if isinstance(policy, Profiling) else None
-    profiled: set[str] = set()
-    prof_rng = np.random.default_rng(work.profile_seed)
-    specs, mapping, slo_of, cold_of = work.specs, work.mapping, work.slo_ms, work.cold_ms
-    feats = work.features
-    keep_alive = cfg.keep_alive_s
-    resize_s = cfg.resize_latency_ms / 1000.0
-    supports_resize = cfg.supports_resize
-    heap: list[tuple[float, int, _Attempt]] = []
-    queue: deque[_Attempt] = deque()
-    idle_since: dict[PodId, tuple[float, Size]] = {}
-    seq = 0
-    perf = time.perf_counter
-    latencies = res.latencies_ms
-    decision_us = res.decision_us
-    wall0 = perf()
-    horizon = 0.0
+class _Replay:
+    """One policy's replay: the event loop of the simulated platform around the lifecycle.
 
-    def end_idle(pid: PodId, now: float) -> None:
-        got = idle_since.pop(pid, None)
-        if got is not None:
-            t0, size = got
-            dt = max(0.0, min(now, t0 + keep_alive) - t0)
-            res.idle_vcpu_seconds += size.vcpu * dt
-            res.idle_memory_gib_seconds += size.memory_gib * dt
+    Pure platform model: arrivals from the trace, a heap of timed events (a cold-started pod
+    becomes ready, an attempt's run ends, a waiting invocation's deadline for room), and the
+    invocations waiting for room, placed again (in the order they started waiting) whenever
+    a pod goes idle or away, as the gateway's waiters are woken. Everything with a rule
+    (placement, judging, retry, learning) is `Lifecycle`'s, the gateway's too.
+    """
 
-    def profile(tf: str) -> None:
-        assert profiler is not None
-        spec = specs[tf]
-        pf = mapping[tf]
+    def __init__(self, work: Workload, policy: Policy, *, keep_per_invocation: bool,
+                 on_finished: Callable[[Finished], None] | None) -> None:
+        cfg = work.config
+        self.work = work
+        self.table = work.table
+        self.sched = Scheduler(cfg.node_capacities(), SchedulerConfig(
+            keep_alive_s=cfg.keep_alive_s, supports_resize=cfg.supports_resize,
+            resize_latency_ms=cfg.resize_latency_ms))
+        self.pool = PoolIntegrals()
+        self.sched.subscribe(self.pool)
+        self.sched.subscribe(self._on_pod)
+        self.lc = Lifecycle(policy, self.sched, supports_resize=cfg.supports_resize,
+                            config=LifecycleConfig(retry_oom=cfg.retry_oom,
+                                                   capacity_wait_s=cfg.capacity_wait_s),
+                            on_finished=self._finished)
+        self.res = PolicyResult(policy.name)
+        self.keep = keep_per_invocation
+        n = len(work)
+        if keep_per_invocation:
+            self.res.vcpu_of = [0.0] * n
+            self.res.met_of = [False] * n
+            self.res.latency_of = [0.0] * n
+        self.final_seen = bytearray(n)
+        self.heap: list[tuple[float, int, int, Invocation, Outcome | None]] = []
+        self.seq = 0
+        # waiting invocations, as the gateway's PodPool keeps them: for room (oldest first,
+        # a place kept until placed) and behind busy pods (a FIFO per function)
+        self.waiting: set[Invocation] = set()
+        self.room: dict[Invocation, None] = {}
+        self.behind: dict[str, deque[Invocation]] = {}
+        #: woken waiters, in the order they place again (the gateway's ready queue)
+        self.woken: deque[Invocation] = deque()
+        self.pending: set[Invocation] = set()
+        self.supports_resize = cfg.supports_resize
+        self.horizon = 0.0
+        self.resize_s = cfg.resize_latency_ms / 1000.0
+        self.user_finished = on_finished
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _on_pod(self, ev: PodEvent) -> None:
+        """Wake waiters as the gateway's pool does: every room waiter, then on a release the
+        first waiter behind that function's busy pods that the pod can take, on a stop all."""
+        kind = ev.kind
+        if kind is _IDLE:
+            released: str | None = ev.function
+        elif kind is _STOPPED:
+            released = None
+        else:
+            return
+        if self.room:
+            for w in self.room:
+                self._wake(w)
+        if not self.behind:
+            return
+        if released is not None:
+            q = self.behind.get(released)
+            if q:
+                for k, w in enumerate(q):
+                    if can_take(ev.size, w.decision.size, self.supports_resize):
+                        del q[k]
+                        self._wake(w)
+                        break
+            return
+        for q in self.behind.values():
+            while q:
+                self._wake(q.popleft())
+
+    def _wake(self, inv: Invocation) -> None:
+        if inv not in self.pending:
+            self.pending.add(inv)
+            self.woken.append(inv)
+
+    def _push(self, t: float, kind: int, inv: Invocation, measured: Outcome | None) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, kind, inv, measured))
+
+    def run_until(self, now: float) -> None:
+        """Handle every event due at or before `now`, in time order (ties in the order they
+        were scheduled); waiters are woken once all events of an instant are handled."""
+        heap = self.heap
+        lc = self.lc
+        while heap and heap[0][0] <= now:
+            t, _, kind, inv, measured = heapq.heappop(heap)
+            if kind == _DEADLINE and (inv not in self.waiting or t != inv.deadline):
+                continue  # placed before its deadline
+            if t > self.horizon:
+                self.horizon = t
+            if kind == _DONE:
+                assert measured is not None
+                done = lc.complete(inv, measured, t)
+                if done.retry:
+                    self.res.retries += 1
+                    self.place(inv, t)
+            elif kind == _READY:
+                # the pod is up (cold start) or resized: the run starts now
+                assert measured is not None
+                if inv.placement is not None and inv.placement.kind is PlacementKind.COLD:
+                    lc.started(inv, t, measured.cold_start_ms)
+                self._run(inv, t)
+            elif inv not in self.pending:  # a wait still going on times out: wake it
+                q = self.behind.get(inv.spec.name)
+                if q and inv in q:
+                    q.remove(inv)
+                self._wake(inv)
+            if self.woken and not (heap and heap[0][0] == t):
+                self.drain(t)
+
+    def drain(self, now: float) -> None:
+        """The woken waiters place again, in the order they were woken; what their placements
+        free or take wakes others behind them (as the gateway's tasks run)."""
+        woken, pending = self.woken, self.pending
+        while woken:
+            inv = woken.popleft()
+            pending.discard(inv)
+            if inv in self.waiting:
+                self.place(inv, now)
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    def place(self, inv: Invocation, now: float) -> None:
+        fn = inv.spec.name
+        behind = self.behind.get(fn)
+        step = self.lc.place(inv, now, len(behind) if behind else 0)
+        kind = step.kind
+        if kind is StepKind.WAIT:
+            assert step.placement is not None
+            if step.placement.pod_id is not None:  # behind a busy pod of its own
+                self.room.pop(inv, None)
+                if behind is None:
+                    behind = self.behind[fn] = deque()
+                behind.append(inv)
+            else:
+                self.room[inv] = None
+            if inv not in self.waiting:
+                self.waiting.add(inv)
+                self.res.queued += 1
+                self._push(inv.deadline, _DEADLINE, inv, None)
+            return
+        if inv in self.waiting:
+            self.waiting.discard(inv)
+            self.room.pop(inv, None)
+        if kind is StepKind.FAIL:
+            if step.placement is not None and step.placement.kind is PlacementKind.REJECT:
+                self.res.rejected += 1
+            return
+        placement = step.placement
+        assert placement is not None
+        if placement.kind is PlacementKind.COLD:
+            i = inv.key
+            assert isinstance(i, int)
+            cold_ms = self.work.cold_ms[self.work.mapping[self.work.function_of[i]]]
+            self._push(now + cold_ms / 1000.0, _READY, inv, Outcome(0.0, cold_start_ms=cold_ms))
+        elif placement.kind is PlacementKind.RESIZE:
+            self._push(now + self.resize_s, _READY, inv, _RESIZED)
+        else:
+            self._run(inv, now)
+
+    def _run(self, inv: Invocation, begin: float) -> None:
+        """The pod is ready at `begin`: the run ends after the table's execution time."""
+        assert inv.pod_size is not None
+        i = inv.key
+        assert isinstance(i, int)
+        measured, exec_ms = self.work.execute(i, inv.attempt, inv.pod_size, inv.decision.size)
+        self._push(begin + exec_ms / 1000.0, _DONE, inv, measured)
+
+    def _finished(self, done: Finished) -> None:
+        i = done.key
+        assert isinstance(i, int)
+        if self.final_seen[i]:
+            raise AssertionError(f"invocation {i} finished twice")
+        self.final_seen[i] = 1
+        res = self.res
+        res.invocations += 1
+        res.latencies_ms.append(done.latency_ms)
+        if done.failed:
+            res.failures += 1
+        if done.violated:
+            res.slo_violations += 1
+        for a in done.attempts:
+            if a.pod_size is not None:
+                res.allocated_vcpu_seconds += a.allocated_vcpu_s
+                res.allocated_memory_gib_seconds += a.allocated_memory_gib_s
+                if a.placement is not None and a.placement.kind is PlacementKind.COLD:
+                    res.cold_starts += 1
+        final = done.final
+        size = final.pod_size
+        if size is not None:  # it held a size (a rejected or never-placed one did not)
+            work = self.work
+            pf, inp = work.mapping[work.function_of[i]], work.input_of[i]
+            table = self.table
+            w = invocation_waste(size.cpu_millicores, size.memory_mib,
+                                 table.cpu_used_millicores(pf, inp, size),
+                                 table.peak_memory_mib(pf, inp, size))
+            if w.vcpus is not None:
+                res.wasted_vcpus.append(w.vcpus)
+            if w.memory_mib is not None:
+                res.wasted_memory_mib.append(w.memory_mib)
+        if self.keep:
+            res.vcpu_of[i] = (size or final.decision.size).vcpu
+            res.met_of[i] = not done.violated
+            res.latency_of[i] = done.latency_ms
+        if self.user_finished is not None:
+            self.user_finished(done)
+
+    # -- profiling runs of offline baselines ---------------------------------------------------
+
+    def profile(self, profiler: Profiling, tf: str, rng: np.random.Generator) -> None:
+        work, res, table = self.work, self.res, self.table
+        spec = work.specs[tf]
+        pf = work.mapping[tf]
         inputs = table.inputs(pf)
         while (size := profiler.next_probe(spec)) is not None:
-            inp = inputs[int(prof_rng.integers(len(inputs)))]
-            lat, ok = table.latency_at(pf, inp, size, float(prof_rng.random()))
+            inp = inputs[int(rng.integers(len(inputs)))]
+            lat, ok = table.latency_at(pf, inp, size, float(rng.random()))
             peak = table.peak_memory_mib(pf, inp, size)
-            profiler.observe_probe(spec, ProbeResult(size, lat, ok, slo_of[(pf, inp)], peak,
-                                                     feats[(pf, inp)]))
+            profiler.observe_probe(spec, ProbeResult(size, lat, ok, work.slo_ms[(pf, inp)],
+                                                     peak, work.features[(pf, inp)]))
             res.profiling_invocations += 1
             res.profiling_vcpu_seconds += size.vcpu * lat / 1000.0
             res.allocated_vcpu_seconds += size.vcpu * lat / 1000.0
             res.allocated_memory_gib_seconds += size.memory_gib * lat / 1000.0
 
-    def start(att: _Attempt, now: float) -> bool:
-        """Place and run `att` at `now`; False when it must wait in the queue."""
-        nonlocal seq
-        i = att.index
-        tf = work.function_of[i]
-        fn = FunctionName(tf)
-        pf = mapping[tf]
-        cold_ms = cold_of[pf]
-        placement = sched.place(fn, att.decision.size, now, cold_start_ms=cold_ms)
-        kind = placement.kind
-        if kind is PlacementKind.QUEUE:
-            return False
-        if kind is PlacementKind.REJECT:
-            att.status = OutcomeStatus.CRASH
-            att.exec_ms = 0.0
-            res.rejected += 1
-            seq += 1
-            heapq.heappush(heap, (now, seq, att))
-            return True
-        for pid in placement.evict:
-            end_idle(pid, now)
-        if placement.pod_id is not None:
-            end_idle(placement.pod_id, now)
-        pod = sched.commit(placement, fn, now, cold_start_ms=cold_ms)
-        att.pod_id = pod.pod_id
-        size = placement.size
-        att.size = size
-        begin = now
-        if kind is PlacementKind.COLD:
-            att.cold = True
-            res.cold_starts += 1
-            begin += cold_ms / 1000.0
-        elif kind is PlacementKind.RESIZE:
-            begin += resize_s
-        inp = work.input_of[i]
-        decided = att.decision.size
-        run_size = size if table.has_size(pf, inp, size) else decided
-        u = work.u_sample[i] if att.number == 0 else work.u_retry[i]
-        lat, ok = table.latency_at(pf, inp, run_size, u)
-        if (run_size != decided and size.cpu_millicores == decided.cpu_millicores
-                and size.gpu == decided.gpu and size.memory_mib > decided.memory_mib
-                and table.has_size(pf, inp, decided)):
-            # Memory beyond the decision does not change speed in this model: a warm pod with
-            # the decided CPU and more memory runs the invocation as the decided size would
-            # (same sample), unless that size would have failed, which the bigger pod avoids.
-            # Without this, the memory twins' measurement noise decides the latency, and the
-            # oracle, clairvoyant about the decided size's sample, stops being the limit.
-            lat_d, ok_d = table.latency_at(pf, inp, decided, u)
-            if ok_d:
-                lat, ok, run_size = lat_d, ok_d, decided
-        if not ok:
-            peak = table.peak_memory_mib(pf, inp, run_size)
-            att.status = (OutcomeStatus.OOM if peak is None or peak > size.memory_mib
-                          else OutcomeStatus.TIMEOUT)
-        att.exec_ms = lat
-        end = begin + lat / 1000.0
-        held = end - now
-        att.alloc_vcpu_s = size.vcpu * held
-        res.allocated_vcpu_seconds += att.alloc_vcpu_s
-        res.allocated_memory_gib_seconds += size.memory_gib * held
-        seq += 1
-        heapq.heappush(heap, (end, seq, att))
-        return True
 
-    def begin_attempt(att: _Attempt, now: float) -> None:
-        if queue or not start(att, now):  # FIFO: nobody overtakes a waiting invocation
-            res.queued += 1
-            queue.append(att)
+def run_policy(work: Workload, policy: Policy, *, keep_per_invocation: bool = False,
+               progress: Callable[[int], None] | None = None,
+               on_finished: Callable[[Finished], None] | None = None) -> PolicyResult:
+    """Replay the workload through `policy` on a fresh scheduler; returns its totals.
 
-    def drain(now: float) -> None:
-        while queue:
-            if not start(queue[0], now):
-                return
-            queue.popleft()
-
-    def finish(att: _Attempt, now: float) -> None:
-        nonlocal horizon
-        horizon = max(horizon, now)
-        if att.pod_id is not None:
-            sched.release(att.pod_id, now)
-            idle_since[att.pod_id] = (now, att.size)
-        i = att.index
-        tf = work.function_of[i]
-        pf = mapping[tf]
-        inp = work.input_of[i]
-        latency_ms = (now - att.arrival) * 1000.0
-        cold_ms = cold_of[pf] if att.cold else 0.0
-        peak = table.peak_memory_mib(pf, inp, att.size) or 0.0
-        used = table.cpu_used_millicores(pf, inp, att.size)
-        # no CPU reading in the table: report none (as OpenWhisk does), not a fake full use
-        cpu_s = (min(used, att.size.cpu_millicores) / 1000.0 * att.exec_ms / 1000.0
-                 if used is not None else 0.0)
-        outcome = Outcome(latency_ms, att.status, att.cold, cold_ms, cpu_s, peak)
-        policy.learn(att.ctx, att.decision, outcome)
-        if att.status is not OutcomeStatus.OK and att.number == 0 and escalate is not None:
-            ctx = DecisionContext(att.ctx.spec, att.ctx.features, now,
-                                  sched.warm_idle(FunctionName(tf), now), supports_resize,
-                                  att.ctx.slo_ms)
-            retry = escalate(ctx, att.decision)
-            if retry is not None:
-                res.retries += 1
-                nxt = _Attempt(i, att.arrival, ctx, retry, 1)
-                nxt.start = now
-                begin_attempt(nxt, now)
-                return
-        # final attempt of invocation i
-        if final_seen[i]:
-            raise AssertionError(f"invocation {i} finished twice")
-        final_seen[i] = 1
-        res.invocations += 1
-        latencies.append(latency_ms)
-        slo = att.ctx.slo_ms if att.ctx.slo_ms is not None else math.inf
-        failed = att.status is not OutcomeStatus.OK
-        met = not failed and latency_ms <= slo
-        if failed:
-            res.failures += 1
-        if not met:
-            res.slo_violations += 1
-        if att.pod_id is not None:  # it held a size (a rejected or never-placed one did not)
-            w = invocation_waste(att.size.cpu_millicores, att.size.memory_mib, used,
-                                 table.peak_memory_mib(pf, inp, att.size))
-            if w.vcpus is not None:
-                res.wasted_vcpus.append(w.vcpus)
-            if w.memory_mib is not None:
-                res.wasted_memory_mib.append(w.memory_mib)
-        if keep_per_invocation:
-            res.vcpu_of[i] = att.size.vcpu
-            res.met_of[i] = met
-            res.latency_of[i] = latency_ms
-
-    times = work.times
-    function_of = work.function_of
-    input_of = work.input_of
-    for i in range(n):
+    `on_finished` sees every invocation's lifecycle record (decisions, placements, verdicts,
+    costs, allocations), in completion order.
+    """
+    rp = _Replay(work, policy, keep_per_invocation=keep_per_invocation,
+                 on_finished=on_finished)
+    lc, res = rp.lc, rp.res
+    profiler = policy if isinstance(policy, Profiling) else None
+    profiled: set[str] = set()
+    prof_rng = np.random.default_rng(work.profile_seed)
+    specs, mapping, slo_of, feats = work.specs, work.mapping, work.slo_ms, work.features
+    times, function_of, input_of = work.times, work.function_of, work.input_of
+    perf = time.perf_counter
+    decision_us = res.decision_us
+    wall0 = perf()
+    for i in range(len(work)):
         now = times[i]
-        while heap and heap[0][0] <= now:
-            t_done, _, att = heapq.heappop(heap)
-            finish(att, t_done)
-            drain(t_done)
-        for pod in sched.expire(now):
-            end_idle(pod.pod_id, now)
+        rp.run_until(now)
+        if now > rp.horizon:
+            rp.horizon = now
+        lc.expire(now)
         tf = function_of[i]
         if profiler is not None and tf not in profiled:
             profiled.add(tf)
-            profile(tf)
-        pf = mapping[tf]
-        inp = input_of[i]
-        spec = specs[tf]
-        ctx = DecisionContext(spec, feats[(pf, inp)], now, sched.warm_idle(spec.name, now),
-                              supports_resize, slo_of[(pf, inp)])
+            rp.profile(profiler, tf, prof_rng)
+        key = (mapping[tf], input_of[i])
         work.current = i
         t0 = perf()
-        decision = policy.decide(ctx)
-        begin_attempt(_Attempt(i, now, ctx, decision, 0), now)
+        inv = lc.begin(specs[tf], feats[key], slo_of[key], now, i)
+        rp.place(inv, now)
         decision_us.append((perf() - t0) * 1e6)
+        if rp.woken:
+            rp.drain(now)
         if progress is not None and i % 10000 == 0:
             progress(i)
-    while heap:
-        t_done, _, att = heapq.heappop(heap)
-        finish(att, t_done)
-        drain(t_done)
-    # anything still queued could never be placed: count it as failed (never silently lost)
-    while queue:
-        att = queue.popleft()
-        att.status = OutcomeStatus.CRASH
-        finish(att, max(horizon, att.arrival))
-    for pid in list(idle_since):
-        end_idle(pid, horizon)
+    rp.run_until(math.inf)
+    # idle pods stop when their keep-alive ends, or at the end of the replay
+    rp.sched.shutdown(rp.horizon)
+    res.idle_vcpu_seconds = rp.pool.idle_vcpu_s
+    res.idle_memory_gib_seconds = rp.pool.idle_memory_gib_s
     res.wall_seconds = perf() - wall0
-    missing = n - res.invocations
+    missing = len(work) - res.invocations
     if missing:
         raise AssertionError(f"{missing} invocations were never accounted for")
     return res
-

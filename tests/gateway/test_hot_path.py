@@ -66,13 +66,13 @@ class TestWaitersBehindABusyPod:
         woken: list[int] = []
 
         async def wait(i: int) -> None:
-            await pool.wait_for_capacity(5.0, behind=F)
+            await pool.wait_for_capacity(object(), 5.0, behind=F)
             woken.append(i)
 
         tasks = [asyncio.create_task(wait(i)) for i in range(4)]
         await asyncio.sleep(0.01)
         assert pool.queued_behind(F) == 4
-        pool.release(pod.pod_id, 1.0)
+        sched.release(pod.pod_id, 1.0)  # the scheduler announces it; the pool wakes
         await asyncio.sleep(0.01)
         assert woken == [0] and pool.queued_behind(F) == 3
         pool.capacity_changed()  # a pod stopped or failed: everyone places again
@@ -81,9 +81,9 @@ class TestWaitersBehindABusyPod:
 
     async def test_timeout_and_cancellation_leave_the_queue(self) -> None:
         pool, _ = _pool()
-        await pool.wait_for_capacity(0.01, behind=F)  # times out, returns
+        await pool.wait_for_capacity(object(), 0.01, behind=F)  # times out, returns
         assert pool.queued_behind(F) == 0
-        task = asyncio.create_task(pool.wait_for_capacity(5.0, behind=F))
+        task = asyncio.create_task(pool.wait_for_capacity(object(), 5.0, behind=F))
         await asyncio.sleep(0.01)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -92,9 +92,9 @@ class TestWaitersBehindABusyPod:
     async def test_waiters_for_room_wake_on_any_release(self) -> None:
         pool, sched = _pool()
         pod = sched.commit(sched.place(F, Size(1000, 512), 0.0), F, 0.0)
-        room = asyncio.create_task(pool.wait_for_capacity(5.0))
+        room = asyncio.create_task(pool.wait_for_capacity(object(), 5.0))
         await asyncio.sleep(0.01)
-        pool.release(pod.pod_id, 1.0)
+        sched.release(pod.pod_id, 1.0)  # the scheduler announces it; the pool wakes
         await asyncio.wait_for(room, 1.0)
 
     async def test_a_release_wakes_the_first_waiter_the_pod_can_take(self) -> None:
@@ -103,14 +103,14 @@ class TestWaitersBehindABusyPod:
         woken: list[str] = []
 
         async def wait(name: str, size: Size) -> None:
-            await pool.wait_for_capacity(5.0, behind=F, size=size)
+            await pool.wait_for_capacity(object(), 5.0, behind=F, size=size)
             woken.append(name)
 
         big = asyncio.create_task(wait("needs 1 GiB", Size(1000, 1024)))
         await asyncio.sleep(0.01)
         fits = asyncio.create_task(wait("needs 256 MiB", Size(2000, 256)))
         await asyncio.sleep(0.01)
-        pool.release(small.pod_id, 1.0)  # a 256 MiB pod: no use to the first waiter
+        sched.release(small.pod_id, 1.0)  # a 256 MiB pod: no use to the first waiter
         await asyncio.wait_for(fits, 1.0)
         assert woken == ["needs 256 MiB"] and pool.queued_behind(F) == 1
         big.cancel()
