@@ -339,13 +339,24 @@ def make_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applicat
 REPLICA_KEY = web.AppKey("replica", Replica)
 
 
-async def replica_outcomes(request: web.Request) -> web.Response:
-    """`POST /replica/outcomes` (learner): learn a batch of another replica's outcomes."""
+class NotLearnerError(ShabariError):
+    """A replica-to-learner call reached a follower (the Lease changed hands meanwhile)."""
+
+    http_status = 409
+
+
+def _learner(request: web.Request) -> Replica:
     replica = request.app[REPLICA_KEY]
     if not replica.is_learner:
-        return json_error(409, "not the learner",
-                          f"{replica.config.identity} is a follower; the learner is "
-                          f"{replica.leader or 'unknown'}")
+        raise NotLearnerError("not the learner",
+                              detail=f"{replica.config.identity} is a follower; the learner "
+                                     f"is {replica.leader or 'unknown'}")
+    return replica
+
+
+async def replica_outcomes(request: web.Request) -> web.Response:
+    """`POST /replica/outcomes` (learner): learn a batch of another replica's outcomes."""
+    replica = _learner(request)
     doc = await request.json()
     records = doc.get("records") if isinstance(doc, dict) else None
     if not isinstance(records, list):
@@ -355,11 +366,7 @@ async def replica_outcomes(request: web.Request) -> web.Response:
 
 async def replica_models(request: web.Request) -> web.Response:
     """`GET /replica/models?have=fn:version,...` (learner): snapshots newer than those."""
-    replica = request.app[REPLICA_KEY]
-    if not replica.is_learner:
-        return json_error(409, "not the learner",
-                          f"{replica.config.identity} is a follower; the learner is "
-                          f"{replica.leader or 'unknown'}")
+    replica = _learner(request)
     have = parse_have(request.query.get("have"))
     return web.json_response({"learner": replica.config.identity,
                               "models": replica.snapshots(have)})

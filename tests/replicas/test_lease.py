@@ -75,6 +75,16 @@ async def _elector(url: str, identity: str) -> LeaseElector:
                         Election(identity, f"http://{identity}:8080", TIMING))
 
 
+async def _a_leads_b_follows(url: str) -> tuple[LeaseElector, LeaseElector]:
+    a, b = await _elector(url, "a"), await _elector(url, "b")
+    await a.start()
+    await _until(lambda: a.leading)
+    await b.start()
+    await asyncio.sleep(2 * TIMING.retry_period_s)
+    assert not b.leading and b.election.leader == "a"
+    return a, b
+
+
 async def _until(check: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
@@ -111,13 +121,8 @@ class TestElectionOnTheEmulator:
     async def test_a_dead_leader_is_replaced_within_the_lease_duration(
             self, leases: tuple[LeaseApiServer, str]) -> None:
         emulator, url = leases
-        a, b = await _elector(url, "a"), await _elector(url, "b")
+        a, b = await _a_leads_b_follows(url)
         try:
-            await a.start()
-            await _until(lambda: a.leading)
-            await b.start()
-            await asyncio.sleep(2 * TIMING.retry_period_s)
-            assert not b.leading and b.election.leader == "a"
             await a.stop(release=False)  # dies: no renewals, the Lease is left as it was
             died = time.monotonic()
             await _until(lambda: b.leading, timeout=5 * TIMING.lease_duration_s)
@@ -139,12 +144,8 @@ class TestElectionOnTheEmulator:
     async def test_a_leader_that_steps_down_hands_over_at_once(
             self, leases: tuple[LeaseApiServer, str]) -> None:
         _, url = leases
-        a, b = await _elector(url, "a"), await _elector(url, "b")
+        a, b = await _a_leads_b_follows(url)
         try:
-            await a.start()
-            await _until(lambda: a.leading)
-            await b.start()
-            await asyncio.sleep(2 * TIMING.retry_period_s)
             await a.stop(release=True)
             released = time.monotonic()
             await _until(lambda: b.leading)
