@@ -21,7 +21,7 @@ DISTRIBUTION_DELAY_S = 2.0
 MODEL_AGE_BOUND_S = SYNC_INTERVAL_S + 1.0
 #: a learner is replaced within the Lease duration of its last renewal (lease.Election), plus
 #: slack for three gateway processes answering /replica/state on a loaded 2-core machine
-TAKEOVER_BOUND_S = LEASE_DURATION_S + 0.5
+TAKEOVER_BOUND_S = LEASE_DURATION_S + 1.0
 
 
 async def test_three_replicas_learn_as_one_and_survive_the_learner(
