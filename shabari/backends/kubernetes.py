@@ -517,13 +517,13 @@ class KubernetesBackend:
         last_state = "created"
         while True:
             obj = self._objects.get(pod.name)
+            if obj is not None:  # a Failed pod raises here, with the kubelet's reason
+                ready, last_state = _readiness(obj)
+                if ready and not pod.deleted.is_set():
+                    return str(obj["status"]["podIP"])
             if pod.deleted.is_set():
                 raise FunctionFailedError(f"pod {pod.name} was deleted before it became ready",
                                           detail=last_state)
-            if obj is not None:
-                ready, last_state = _readiness(obj)
-                if ready:
-                    return str(obj["status"]["podIP"])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BackendUnavailableError(
@@ -752,9 +752,12 @@ def _readiness(obj: Mapping[str, Any]) -> tuple[bool, str]:
     status = obj.get("status", {}) or {}
     phase = status.get("phase", "Pending")
     if phase in ("Failed", "Succeeded"):
+        terminated = [str(((cs.get("state") or {}).get("terminated") or {}).get("reason", ""))
+                      for cs in status.get("containerStatuses") or []]
         raise FunctionFailedError(
             f"pod {obj.get('metadata', {}).get('name')} {phase.lower()} before it became ready",
-            detail=str(status.get("message") or status.get("reason") or ""),
+            detail=str(status.get("message") or status.get("reason")
+                       or ", ".join(t for t in terminated if t)),
         )
     for cs in status.get("containerStatuses") or []:
         waiting = (cs.get("state") or {}).get("waiting") or {}
