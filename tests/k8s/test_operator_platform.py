@@ -1,4 +1,5 @@
-"""What the operator does where the platform or its RBAC cannot serve a mode (issue #17).
+"""What the operator does where the platform or its RBAC cannot serve a mode (issue #17),
+and that it authenticates every request (kopf's login from the kubeconfig's token).
 
 The chart grants Knative rights only with `variants.enabled=true`. Without them every call on
 Configurations and Routes is 403; a policy must still reconcile and, above all, be deletable
@@ -7,10 +8,23 @@ Configurations and Routes is 403; a policy must still reconcile and, above all, 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+import attrs
+import kmock
 import pytest
-from k8s_emulator import DEPLOY, FSP, Cluster, running_operator
+from k8s_emulator import (
+    DEPLOY,
+    FSP,
+    ApiServerEmulator,
+    Cluster,
+    declare_resources,
+    running_operator,
+    write_kubeconfig,
+)
 from test_operator_e2e import NS, api, condition, deployment, policy
 
 
@@ -59,3 +73,58 @@ class TestVariantsDisabled:
                                                              "TargetNotFound")
         await api(op, "DELETE", FSP, "kv")
         await op.wait(lambda: op.get(FSP, NS, "kv") is None, what="deleted, not Terminating")
+
+
+@attrs.define(kw_only=True)
+class AuthenticatingEmulator(ApiServerEmulator):
+    """401 without the kubeconfig's bearer token, as every real API server answers."""
+
+    auth_log: list[str | None] = attrs.field(factory=list)
+
+    async def _handle(self, request: Any) -> Any:
+        auth = next((v for k, v in request.headers.items() if k.lower() == "authorization"),
+                    None)
+        self.auth_log.append(auth)
+        if auth != "Bearer test-token" and request.url.path != "/":
+            raise kmock.KubernetesError(status=401, reason="Unauthorized",
+                                        message="Unauthorized")
+        return await super()._handle(request)
+
+
+@pytest.fixture()
+async def authenticated_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                ) -> AsyncIterator[Cluster]:
+    async with AuthenticatingEmulator() as emulator, kmock.Server(emulator) as server:
+        declare_resources(emulator)
+        url = str(server.url).rstrip("/")
+        cluster = Cluster(emulator, url, write_kubeconfig(tmp_path / "kubeconfig", url))
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+        monkeypatch.setenv("SHABARI_NAMESPACE", "shabari-system")
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.delenv("SHABARI_GATEWAY_URL", raising=False)
+        yield cluster
+
+
+class TestCredentials:
+    async def test_operator_authenticates_every_request(
+        self, authenticated_cluster: Cluster
+    ) -> None:
+        cluster = authenticated_cluster
+        headers = {"Authorization": "Bearer test-token"}
+        async with running_operator(cluster) as op:
+            async with aiohttp.ClientSession(headers=headers) as s, s.post(
+                    cluster.url + f"/apis/apps/v1/namespaces/{NS}/deployments",
+                    json=deployment("web")) as rsp:
+                assert rsp.status < 300, await rsp.text()
+            body = policy("web", "web", mode="InPlace")
+            body["spec"]["targetRef"] = {"apiVersion": "apps/v1", "kind": "Deployment",
+                                         "name": "web"}
+            async with aiohttp.ClientSession(headers=headers) as s, s.post(
+                    cluster.url + f"/apis/shabari.dev/v1alpha1/namespaces/{NS}/"
+                    "functionsizingpolicies", json=body) as rsp:
+                assert rsp.status < 300, await rsp.text()
+            await op.wait(lambda: condition(op.get(FSP, NS, "web"), "Ready").get("status")
+                          == "True", what="Ready through an authenticating API server")
+        emulator = cluster.k
+        assert isinstance(emulator, AuthenticatingEmulator)
+        assert emulator.auth_log and set(emulator.auth_log) == {"Bearer test-token"}
