@@ -270,12 +270,45 @@ class Replica:
         self.role = LEARNER
         self.became_learner_at = self._clock()
         self.gw.checkpoints.directory = self._checkpoint_dir
+        from_disk = await self._take_newer_checkpoints()
         self.learned_at_takeover = {n: self._outcomes(n) for n in self.gw.functions}
         pending = list(self.outbox)
         self.outbox.clear()
         self.receive(pending)
-        log.info("replica %s: learner from the snapshot it held (%s), %d own outcomes added",
-                 self.config.identity, self.learned_at_takeover, len(pending))
+        log.info("replica %s: learner from the snapshot it held (%s; from the last checkpoint: "
+                 "%s), %d own outcomes added", self.config.identity, self.learned_at_takeover,
+                 sorted(from_disk), len(pending))
+
+    async def _take_newer_checkpoints(self) -> list[str]:
+        """Functions whose checkpoint in the state dir (shared by the replicas on the chart's
+        ReadWriteMany volume) knows more outcomes than the snapshot this replica holds (one
+        that never synced, or synced long ago): their model continues from the checkpoint."""
+        taken: list[str] = []
+        if self.policy is None:
+            return taken
+        for name in sorted(self.gw.functions):
+            path = self.gw.checkpoints.path(name)
+            if path is None or not await asyncio.to_thread(path.is_file):
+                continue
+            data = await asyncio.to_thread(path.read_bytes)
+            fn = FunctionName(name)
+            mine = self._outcomes(name)
+            try:
+                backup: bytes | None = self.policy.checkpoint(fn)
+            except ShabariError:  # no model here yet
+                backup = None
+            try:
+                self.policy.restore(fn, data)
+            except ShabariError as exc:
+                log.warning("replica %s: checkpoint %s not usable: %s", self.config.identity,
+                            path, exc)
+                continue
+            if self._outcomes(name) > mine:
+                taken.append(name)
+                self.gw.checkpoints.touched.add(name)
+            elif backup is not None:
+                self.policy.restore(fn, backup)
+        return taken
 
     async def stopped_leading(self) -> None:
         self.gw.settle()

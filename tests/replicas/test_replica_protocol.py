@@ -5,12 +5,13 @@ learner's."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import featurizers
 from shabari.agent import make_policy
 from shabari.core import DecisionContext, FunctionName, Outcome, OutcomeStatus, Size
 from shabari.gateway.cli import make_backend
-from shabari.gateway.config import FunctionEntry
+from shabari.gateway.config import FunctionEntry, GatewayConfig
 from shabari.gateway.replica import (
     FOLLOWER,
     ModelAges,
@@ -27,10 +28,11 @@ NOOP = bundled_functions()["noop"]
 FN = FunctionName("noop")
 
 
-def gateway(seed: int) -> Gateway:
+def gateway(seed: int, state_dir: Path | None = None) -> Gateway:
     entries = {"noop": FunctionEntry(spec=NOOP.spec, directory=NOOP.directory)}
     return Gateway(functions={"noop": NOOP.spec}, policy=make_policy("shabari", seed),
-                   backend=make_backend("local", entries), featurize=featurizers.extract)
+                   backend=make_backend("local", entries), featurize=featurizers.extract,
+                   config=GatewayConfig(state_dir=state_dir))
 
 
 def outcomes(n: int, seed: int = 1) -> list[tuple[DecisionContext, object, Outcome]]:
@@ -103,3 +105,36 @@ class TestModelAges:
         for a in (0.1, 0.2, 0.9):
             ages.record(a)
         assert ages.summary()["max_s"] == 0.9 and ages.summary()["decisions"] == 3
+
+
+class TestTakeoverFromTheLastCheckpoint:
+    """A new learner continues from whichever knows more: its snapshot or the checkpoint the
+    old learner wrote to the shared state dir."""
+
+    @staticmethod
+    def _write_checkpoint(state: Path, n: int) -> None:
+        old_learner = make_policy("shabari", 7)
+        for ctx, d, o in outcomes(n):
+            old_learner.learn(ctx, d, o)  # type: ignore[arg-type]
+        (state / "models").mkdir(parents=True, exist_ok=True)
+        (state / "models" / "noop.ckpt").write_bytes(old_learner.checkpoint(FN))  # type: ignore[attr-defined]
+
+    async def test_a_replica_without_a_snapshot_takes_the_checkpoint(self, tmp_path: Path
+                                                                     ) -> None:
+        self._write_checkpoint(tmp_path, 30)
+        gw = gateway(2, tmp_path)
+        replica = Replica(gw, ReplicaConfig("b", "http://b"))
+        await replica.started_leading()
+        assert replica.learned_at_takeover == {"noop": 30}
+        assert gw.learning_state("noop")["outcomes"] == 30
+
+    async def test_a_fresher_snapshot_wins_over_an_older_checkpoint(self, tmp_path: Path
+                                                                   ) -> None:
+        self._write_checkpoint(tmp_path, 30)
+        gw = gateway(2, tmp_path)
+        replica = Replica(gw, ReplicaConfig("b", "http://b"))
+        replica.role = "learner"
+        replica.receive([encode_outcome(c, d, o) for c, d, o in outcomes(45)])  # type: ignore[arg-type]
+        replica.role = FOLLOWER
+        await replica.started_leading()
+        assert replica.learned_at_takeover == {"noop": 45}
