@@ -67,13 +67,14 @@ DEFAULT_POLICIES = ("shabari", "static-max", "static-default")
 #: trace minutes replayed by default (their arrival order and functions; see `run`)
 DEFAULT_MINUTES = 4.0
 #: generated candidates per function; those inside the plan's range alternate between the
-#: replay set and the training set, at most INPUTS_PER_FUNCTION each
-CANDIDATES_PER_FUNCTION = 28
+#: replay set (INPUTS_PER_FUNCTION) and the training set (up to TRAIN_INPUTS_FACTOR times more)
+CANDIDATES_PER_FUNCTION = 40
 INPUTS_PER_FUNCTION = 8
+TRAIN_INPUTS_FACTOR = 2
 #: invocations per function that start every policy's pods (the same for all policies)
 WARM_PER_FUNCTION = 2
 #: the shabari agent's training per function (its safe start is 40 outcomes, then it explores)
-TRAIN_PER_FUNCTION = 80
+TRAIN_PER_FUNCTION = 100
 #: calibration: runs of every replay input at every menu CPU, and extra runs at the largest
 #: (the slowdown SLO's base is a median); training inputs are run at the largest only
 CALIBRATION_REPEATS = 1
@@ -96,21 +97,44 @@ def trace_path() -> Path:
 def pick_inputs(fn: BundledFunction, plan: DemoFunction, seed: int, n: int,
                 candidates: int) -> tuple[list[GeneratedInput], list[GeneratedInput],
                                           dict[str, dict[str, float]]]:
-    """Replay and training inputs of `fn`: the generator's seeded (heavy-tailed) inputs whose
-    work feature is inside the plan's range, alternating between the two sets."""
+    """Replay and training inputs of `fn` from the generator's seeded (heavy-tailed) inputs
+    whose work feature is inside the plan's range.
+
+    A stratified split by work: `n` replay inputs evenly spaced in rank (the distribution's
+    shape is kept, tail included), the rest train (up to TRAIN_INPUTS_FACTOR x `n`, also
+    evenly spaced), and the heaviest candidate always trains: the agent must have seen the
+    tail, or it extrapolates to the heavy replay inputs from light ones.
+    """
     import featurizers
 
     spec = fn.spec
-    replay_set: list[GeneratedInput] = []
-    train_set: list[GeneratedInput] = []
+    kept: list[tuple[float, GeneratedInput]] = []
     feats: dict[str, dict[str, float]] = {}
     for x in fn.generate_inputs(seed, candidates):
         f = featurizers.extract(x.body, x.content_type, spec.featurizer, spec.featurizer_options)
-        if not plan.in_range(f):
-            continue
-        feats[x.label] = f
-        (replay_set if len(replay_set) <= len(train_set) else train_set).append(x)
-    return replay_set[:n], train_set[:n], feats
+        if plan.in_range(f):
+            feats[x.label] = f
+            kept.append((plan.work(f), x))
+    ranked = [x for _, x in sorted(kept, key=lambda t: t[0])]
+    if len(ranked) < 2:
+        return ranked, ranked, feats
+    heaviest, rest = ranked[-1], ranked[:-1]
+    replay_set = _evenly(rest, n)
+    chosen = {x.label for x in replay_set}
+    others = [x for x in rest if x.label not in chosen]
+    train_set = [*_evenly(others, TRAIN_INPUTS_FACTOR * n - 1), heaviest]
+    return replay_set, train_set, feats
+
+
+def _evenly(xs: Sequence[GeneratedInput], k: int) -> list[GeneratedInput]:
+    """`k` items of `xs` evenly spaced in order, the last one included (all when fewer)."""
+    if k >= len(xs):
+        return list(xs)
+    if k <= 0:
+        return []
+    if k == 1:
+        return [xs[-1]]
+    return [xs[round(i * (len(xs) - 1) / (k - 1))] for i in range(k)]
 
 
 def write_functions_config(path: Path, fns: Mapping[str, BundledFunction],
@@ -293,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         slos: dict[str, dict[str, float]] = {}
         for p in plans:
             if p.slo_form == "latencyMs":
-                labels = [x.label for x in replay_inputs[p.name] + train_inputs[p.name]]
+                labels = [x.label for x in replay_inputs[p.name]]
                 slos[p.name] = {"latencyMs": absolute_slo_ms(
                     base.best_median_latency_ms(p.name, lb) for lb in labels
                     if lb in base.inputs(p.name))}

@@ -34,8 +34,9 @@ MEMORY_MENU = ("128Mi", "256Mi", "512Mi", "1Gi")
 DEFAULT_SIZE = {"cpu": "500m", "memory": "512Mi"}
 #: slowdown SLOs: bound = this x the input's best median latency over the grid (DESIGN 4.5)
 SLO_SLOWDOWN = 1.5
-#: absolute SLOs: latencyMs = this x the heaviest input's best latency, rounded up to 10 ms;
-#: what a user would write after timing their heaviest request on the largest size
+#: absolute SLOs: latencyMs = this x the heaviest replay input's latency at the largest size,
+#: rounded up to 10 ms; what a user would write after timing their heavy requests on the
+#: largest size (the training set's single heaviest input may exceed it at every size)
 LATENCY_HEADROOM = 1.5
 
 

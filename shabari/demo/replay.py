@@ -1,23 +1,22 @@
-"""Drive a running gateway over real HTTP: warm-up, then the trace replay, recording every reply.
+"""Drive running gateways over real HTTP, recording every reply as the client saw it.
 
 The client is what a user of the platform sees: latency is measured around the HTTP request,
-the sizing comes from the response headers, failures are the non-200 answers. Arrivals are
-open-loop (sent at their trace time, scaled by `speedup`), with a bounded number of requests
-in flight so the client itself can never grow without bound.
+the sizing comes from the response headers, failures are the non-200 answers. `closed_loop`
+sends a list of jobs to one gateway (training, calibration); `interleaved` sends every job to
+every policy's gateway back to back, one request at a time (the demo's replay: docs/demo.md
+says why not open-loop arrivals on a two-core machine).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 
-from shabari.data.traces import Arrival
 from shabari.runtime.catalog import GeneratedInput
 
 
@@ -117,44 +116,6 @@ async def _send(
         latency_ms = (time.monotonic() - sent) * 1000.0
         return Sample(index, function, inp.label, len(inp.body), sent - t0, 0, latency_ms, None,
                       None, None, False, None, False, f"{type(exc).__name__}: {exc}")
-
-
-async def replay(
-    base: str,
-    arrivals: Sequence[Arrival],
-    inputs: Mapping[str, Sequence[GeneratedInput]],
-    *,
-    seed: int,
-    speedup: float = 1.0,
-    max_in_flight: int = 32,
-    progress: Progress | None = None,
-    on_sample: Callable[[Sample], None] | None = None,
-) -> list[Sample]:
-    """Open-loop replay: arrival i is sent at `time_s / speedup`; each draws a seeded input."""
-    rng = random.Random(f"replay:{seed}")
-    picks = [inputs[a.function][rng.randrange(len(inputs[a.function]))] for a in arrivals]
-    sem = asyncio.Semaphore(max_in_flight)
-    timeout = aiohttp.ClientTimeout(total=300)
-    samples: list[Sample] = []
-    async with aiohttp.ClientSession(timeout=timeout,
-                                     connector=aiohttp.TCPConnector(limit=max_in_flight)) as s:
-        t0 = time.monotonic()
-
-        async def one(i: int, a: Arrival) -> None:
-            delay = t0 + a.time_s / speedup - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            async with sem:
-                sample = await _send(s, base, i, a.function, picks[i], t0)
-            samples.append(sample)
-            if progress is not None:
-                progress.step(sample.status != 200)
-            if on_sample is not None:
-                on_sample(sample)
-
-        await asyncio.gather(*(one(i, a) for i, a in enumerate(arrivals)))
-    samples.sort(key=lambda x: x.index)
-    return samples
 
 
 async def closed_loop(

@@ -57,3 +57,29 @@ class TestOracle:
 
     def test_allocation_cost(self) -> None:
         assert allocation_cost(500, 512, 2000.0) == pytest.approx((1.0, 1.0))
+
+
+class TestInputSplit:
+    def test_evenly_spaced_with_the_last(self) -> None:
+        from shabari.demo import _evenly
+        from shabari.runtime.catalog import GeneratedInput
+
+        xs = [GeneratedInput(b"", "text/plain", str(i)) for i in range(10)]
+        assert [x.label for x in _evenly(xs, 4)] == ["0", "3", "6", "9"]
+        assert [x.label for x in _evenly(xs, 1)] == ["9"]
+        assert _evenly(xs, 0) == [] and _evenly(xs, 20) == xs
+
+    def test_stratified_split_keeps_the_tail_in_training(self) -> None:
+        from shabari.demo import pick_inputs
+        from shabari.runtime.catalog import bundled_functions
+
+        plan = PLAN_BY_NAME["markdown"]
+        replay, train, feats = pick_inputs(bundled_functions()["markdown"], plan, 1, 4, 20)
+        assert len(replay) == 4 and 4 < len(train) <= 8
+        assert not {x.label for x in replay} & {x.label for x in train}
+        work = {lb: plan.work(f) for lb, f in feats.items()}
+        assert all(plan.lo <= w <= plan.hi for w in work.values())
+        # the heaviest input trains; the replay still reaches into the tail
+        assert max(work, key=work.__getitem__) in {x.label for x in train}
+        ranked = sorted(work.values())
+        assert max(work[x.label] for x in replay) >= ranked[len(ranked) * 3 // 4 - 1]
