@@ -68,9 +68,9 @@ DEFAULT_POLICIES = ("shabari", "static-max", "static-default")
 DEFAULT_MINUTES = 4.0
 #: generated candidates per function; those inside the plan's range alternate between the
 #: replay set (INPUTS_PER_FUNCTION) and the training set (up to TRAIN_INPUTS_FACTOR times more)
-CANDIDATES_PER_FUNCTION = 40
+CANDIDATES_PER_FUNCTION = 64
 INPUTS_PER_FUNCTION = 8
-TRAIN_INPUTS_FACTOR = 2
+TRAIN_INPUTS_FACTOR = 4
 #: invocations per function that start every policy's pods (the same for all policies)
 WARM_PER_FUNCTION = 2
 #: the shabari agent's training per function (its safe start is 40 outcomes, then it explores)
@@ -79,7 +79,7 @@ TRAIN_PER_FUNCTION = 100
 #: (the slowdown SLO's base is a median); training inputs are run at the largest only
 CALIBRATION_REPEATS = 1
 CALIBRATION_EXTRA_AT_LARGEST = 2
-TRAIN_CALIBRATION_REPEATS = 2
+TRAIN_CALIBRATION_REPEATS = 1
 #: nice value for the demo and its gateways (lower = more CPU under contention); needs root
 DEMO_NICE = -10
 #: the CPU weight of each demo gateway's pod tree against everything else on the machine

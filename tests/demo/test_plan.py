@@ -70,12 +70,13 @@ class TestInputSplit:
         assert _evenly(xs, 0) == [] and _evenly(xs, 20) == xs
 
     def test_stratified_split_keeps_the_tail_in_training(self) -> None:
-        from shabari.demo import pick_inputs
+        from shabari.demo import TRAIN_INPUTS_FACTOR, pick_inputs
         from shabari.runtime.catalog import bundled_functions
 
         plan = PLAN_BY_NAME["markdown"]
         replay, train, feats = pick_inputs(bundled_functions()["markdown"], plan, 1, 4, 20)
-        assert len(replay) == 4 and 4 < len(train) <= 8
+        assert len(replay) == 4 and 0 < len(train) <= TRAIN_INPUTS_FACTOR * 4
+        assert len(replay) + len(train) == min(len(feats), 4 + TRAIN_INPUTS_FACTOR * 4)
         assert not {x.label for x in replay} & {x.label for x in train}
         work = {lb: plan.work(f) for lb, f in feats.items()}
         assert all(plan.lo <= w <= plan.hi for w in work.values())
