@@ -110,7 +110,7 @@ class AgentConfig:
 class FunctionState:
     """Everything the agent knows about one function (a few KiB; JSON in checkpoints)."""
 
-    __slots__ = ("actions", "bins", "cold_ms", "fmean", "fmean_n", "max_need", "memory",
+    __slots__ = ("actions", "bins", "cold_ms", "fmean", "fmean_n", "memory",
                  "model_version", "order", "outcomes", "rng", "uf_mean")
 
     def __init__(self, actions: tuple[Action, ...], rng: random.Random,
@@ -131,8 +131,6 @@ class FunctionState:
         #: running means of its log-scaled features (input scale relative to the function)
         self.fmean: dict[str, float] = {}
         self.fmean_n = 0
-        #: the largest memory need of any of its classes (MiB; 0 = none)
-        self.max_need = 0.0
 
     def to_json(self, key: list[list[int]]) -> dict[str, Any]:
         state = self.rng.getstate()
@@ -141,7 +139,7 @@ class FunctionState:
             "model_version": self.model_version, "rng": [state[0], list(state[1]), state[2]],
             "bins": {k: b.to_json() for k, b in self.bins.items()},
             "memory": self.memory.to_json(), "cold_ms": self.cold_ms, "uf_mean": self.uf_mean,
-            "fmean": self.fmean, "fmean_n": self.fmean_n, "max_need": self.max_need,
+            "fmean": self.fmean, "fmean_n": self.fmean_n,
         }
 
 
@@ -263,8 +261,10 @@ class ShabariAgent:
         mem_note = ""
         if need is None:
             need = fs.memory.predict_mib(fv)
-            if need is None and fs.max_need > 0:
-                need = fs.max_need
+            if need is None and fs.bins:
+                # the most any of its classes needs now (without peaks: where probing is)
+                need = max((x.memory_need(cfg.evidence) or 0.0 for x in fs.bins.values()),
+                           default=0.0) or None
             if need is None:
                 need = float(spec.safe_default.memory_mib)
                 mem_note = " mem=default"
@@ -577,7 +577,6 @@ class ShabariAgent:
             if 0 < b.peak <= memory:
                 b.peak = memory * 1.01  # the reading was wrong: the limit was not enough
             fs.memory.learn_oom(fv, float(memory))
-            fs.max_need = max(fs.max_need, b.memory_need(ecfg) or 0.0)
             return
         peak = outcome.peak_memory_mib
         if peak > 0 and math.isfinite(peak):
@@ -589,7 +588,6 @@ class ShabariAgent:
                 b.mem_ok_runs = 1
             elif memory == b.mem_ok:
                 b.mem_ok_runs += 1
-        fs.max_need = max(fs.max_need, b.memory_need(ecfg) or 0.0)
         if outcome.cold_start and outcome.cold_start_ms > 0:
             c = outcome.cold_start_ms
             fs.cold_ms = c if fs.cold_ms <= 0 else fs.cold_ms + 0.2 * (c - fs.cold_ms)
@@ -707,7 +705,6 @@ class ShabariAgent:
             fs.uf_mean = float(f["uf_mean"])
             fs.fmean = {str(k): float(v) for k, v in dict(f["fmean"]).items()}
             fs.fmean_n = int(f["fmean_n"])
-            fs.max_need = float(f["max_need"])
             fs.bins = {str(k): Bin.from_json(v, actions, self.config.evidence)
                        for k, v in dict(f["bins"]).items()}
             resize_ms = meta["resize_ms"]

@@ -55,10 +55,19 @@ class SyntheticFunction:
         side = math.sqrt(mb * 1e6 / 3)
         return {"bytes": mb * 1e6, "width": side, "height": side, "megapixels": side * side / 1e6}
 
-    def run(self, mb: float, size: Size, rng: random.Random) -> Outcome:
+    def run(self, mb: float, size: Size, rng: random.Random, *,
+            cpu_seconds: bool = False) -> Outcome:
+        """One invocation; with `cpu_seconds` the outcome reports the CPU time used: the
+        input's work (the fixed overhead is waiting, not computing), capped at the
+        allocation."""
         peak = self.peak_mib(mb) * math.exp(rng.gauss(0, self.noise))
         if peak > size.memory_mib:
             return Outcome(latency_ms=50.0, status=OutcomeStatus.OOM,
                            peak_memory_mib=float(size.memory_mib))
         latency = self.median_ms(mb, size.cpu_millicores) * math.exp(rng.gauss(0, self.noise))
-        return Outcome(latency_ms=latency, peak_memory_mib=peak)
+        cpu_s = 0.0
+        if cpu_seconds:
+            work_ms = self.ms_per_mb * mb
+            cores = min(size.cpu_millicores / 1000.0, work_ms / latency)
+            cpu_s = cores * latency / 1000.0
+        return Outcome(latency_ms=latency, peak_memory_mib=peak, cpu_seconds=cpu_s)
