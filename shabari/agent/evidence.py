@@ -179,6 +179,23 @@ class Bin:
             lb[j] = lo
             ub[j] = max(hi, lo)
 
+    def learn_oom(self, memory_mib: int) -> None:
+        """A run was OOM-killed at `memory_mib`."""
+        self.mem_oom = max(self.mem_oom, memory_mib)
+        if self.mem_ok and self.mem_ok <= memory_mib:
+            self.mem_ok = 0
+        self.mem_ok_runs = 0
+        if 0 < self.peak <= memory_mib:
+            self.peak = memory_mib * 1.01  # the reading was wrong: the limit was not enough
+
+    def learn_ok(self, memory_mib: int) -> None:
+        """A run without a peak reading completed at `memory_mib`."""
+        if not self.mem_ok or memory_mib < self.mem_ok:
+            self.mem_ok = memory_mib
+            self.mem_ok_runs = 1
+        elif memory_mib == self.mem_ok:
+            self.mem_ok_runs += 1
+
     def memory_need(self, cfg: EvidenceConfig) -> float | None:
         """MiB this class needs (None: nothing known yet)."""
         if self.peak > 0:

@@ -73,7 +73,9 @@ class AgentConfig:
     #: outcomes after which the function's phase is reported as "learned"
     learned_after: int = 300
     #: input classes: bins per unit of ln(1 + feature)
-    resolution: float = 4.0
+    resolution: float = 16.0
+    #: coarser classes an unseen class borrows evidence from (None: straight to the prior)
+    coarse_resolution: float | None = 2.0
     #: tile-coding resolution of the memory model's features
     tiles: float = 2.0
     #: probability of probing a cheaper arm the evidence allows but does not prove, divided
@@ -148,7 +150,9 @@ class _Pending:
     """What `decide` computed that `learn` needs again."""
 
     features: FeatureVector
+    #: the input's class and its coarse class ("" when coarse classes are off)
     key: str
+    coarse: str
     #: the warm-pool flag of the chosen arm
     flag: int
 
@@ -254,20 +258,10 @@ class ShabariAgent:
         cfg = self.config
         fs = self._fn(spec)
         fv = FeatureVector.of(ctx.features, cfg.tiles)
-        key = bin_key(fv.scaled, cfg.resolution)
-        b = fs.bins.get(key)
+        key, coarse = self._keys_of(fv)
+        _key, b, via = self._class_of(fs, fv)
         slo = _slo_of(ctx)
-        need = b.memory_need(cfg.evidence) if b is not None else None
-        mem_note = ""
-        if need is None:
-            need = fs.memory.predict_mib(fv)
-            if need is None and fs.bins:
-                # the most any of its classes needs now (without peaks: where probing is)
-                need = max((x.memory_need(cfg.evidence) or 0.0 for x in fs.bins.values()),
-                           default=0.0) or None
-            if need is None:
-                need = float(spec.safe_default.memory_mib)
-                mem_note = " mem=default"
+        need, mem_note = self._memory_need(fs, b, fv, spec)
         actions = fs.actions
         decision_id = self._next_id()
         if fs.outcomes < _warmup(spec, cfg):
@@ -276,7 +270,7 @@ class ShabariAgent:
                          if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
             size = safe if need <= safe.memory_mib else actions[index].size_for(need)
             flag = _flags(ctx, [size])[0]
-            self._remember(decision_id, _Pending(fv, key, flag))
+            self._remember(decision_id, _Pending(fv, key, coarse, flag))
             return Decision(decision_id, spec.name, size, index, 1.0, fs.model_version,
                             "safe-start", explored=False, policy=self.name)
         sizes = [a.size_for(need) for a in actions]
@@ -289,6 +283,7 @@ class ShabariAgent:
         else:
             index, probability, explored, reason = self._known(fs, b, slo, overhead,
                                                                _explore(spec, cfg))
+            reason += via
         size = sizes[index]
         if b is not None and b.peak <= 0 and b.mem_ok and b.mem_ok_runs >= \
                 cfg.evidence.memory_probe_after:
@@ -297,7 +292,7 @@ class ShabariAgent:
                 size = actions[index].size_for(lower)
                 mem_note = " mem-probe"
                 flags[index] = _flags(ctx, [size])[0]
-        self._remember(decision_id, _Pending(fv, key, flags[index]))
+        self._remember(decision_id, _Pending(fv, key, coarse, flags[index]))
         return Decision(decision_id, spec.name, size, index, probability, fs.model_version,
                         reason + mem_note, explored=explored, policy=self.name)
 
@@ -310,7 +305,7 @@ class ShabariAgent:
         pending = self._pending.get(decision.decision_id)
         if pending is not None:
             self._pending[decision.decision_id] = _Pending(pending.features, pending.key,
-                                                           _flags(ctx, [size])[0])
+                                                           pending.coarse, _flags(ctx, [size])[0])
         return Decision(decision.decision_id, decision.function, size, index, 1.0,
                         decision.model_version, f"recommend-only ({decision.reason})",
                         explored=False, policy=self.name)
@@ -323,13 +318,9 @@ class ShabariAgent:
         cfg = self.config
         fs = self._fn(spec)  # attaches a restored model to its spec (or starts an empty one)
         fv = FeatureVector.of(ctx.features, cfg.tiles)
-        key = bin_key(fv.scaled, cfg.resolution)
-        b = fs.bins.get(key)
+        key, b, _via = self._class_of(fs, fv)
         slo = _slo_of(ctx)
-        need = b.memory_need(cfg.evidence) if b is not None else None
-        if need is None:
-            need = fs.memory.predict_mib(fv) or (fs.max_need or None) or float(
-                spec.safe_default.memory_mib)
+        need, _note = self._memory_need(fs, b, fv, spec)
         actions = fs.actions
         sizes = [a.size_for(need) for a in actions]
         flags = _flags(ctx, sizes)
@@ -429,6 +420,38 @@ class ShabariAgent:
         probs[j] = 1.0
         return j, probs, "fastest", "every size is estimated to miss the SLO: the fastest runs"
 
+    def _class_of(self, fs: FunctionState, fv: FeatureVector) -> tuple[str, Bin | None, str]:
+        """The input's class key, the evidence to decide with (its class, else, when coarse
+        classes are on, its observed coarse class) and a note saying which."""
+        key, coarse = self._keys_of(fv)
+        b = fs.bins.get(key)
+        if (b is None or not b.observed) and coarse:
+            cb = fs.bins.get(coarse)
+            if cb is not None and cb.observed:
+                return key, cb, " (coarse)"
+        return key, b, ""
+
+    def _memory_need(self, fs: FunctionState, b: Bin | None, fv: FeatureVector,
+                     spec: FunctionSpec) -> tuple[float, str]:
+        """MiB to give the input, and a note when it is the declared default's."""
+        ecfg = self.config.evidence
+        need = b.memory_need(ecfg) if b is not None else None
+        if need is None:
+            need = fs.memory.predict_mib(fv)
+        if need is None and fs.bins:
+            # the most any of its classes needs now (without peaks: where probing is)
+            need = max((x.memory_need(ecfg) or 0.0 for x in fs.bins.values()),
+                       default=0.0) or None
+        if need is None:
+            return float(spec.safe_default.memory_mib), " mem=default"
+        return need, ""
+
+    def _keys_of(self, fv: FeatureVector) -> tuple[str, str]:
+        cfg = self.config
+        coarse = ("~" + bin_key(fv.scaled, cfg.coarse_resolution)
+                  if cfg.coarse_resolution is not None else "")
+        return bin_key(fv.scaled, cfg.resolution), coarse
+
     def _overhead(self, fs: FunctionState, flag: int) -> float:
         if flag == WARM:
             return 0.0
@@ -527,10 +550,12 @@ class ShabariAgent:
         for j in fs.order:
             if est[j] + overhead[j] <= slo * room:
                 return j, "prior"
+        # the overheads (a cold start) miss anyway: the cheapest arm whose estimate meets the
+        # SLO, else the fastest estimate; the run's CPU reading then sizes the class
         for j in fs.order:
-            if est[j] <= slo * room:
+            if est[j] <= slo:
                 return j, "prior (for the run)"
-        return fs.order[-1], "prior: largest"
+        return min(fs.order, key=lambda j: est[j]), "prior: fastest"
 
     def _teach_prior(self, fs: FunctionState, b: Bin, fv: FeatureVector, slo: float,
                      arm: int, exec_ms: float, first: bool) -> None:
@@ -555,8 +580,7 @@ class ShabariAgent:
         pending = self._pending.pop(decision.decision_id, None)
         if pending is None:  # not decided by this agent (e.g. before a restart): re-encode
             fv = FeatureVector.of(ctx.features, cfg.tiles)
-            pending = _Pending(fv, bin_key(fv.scaled, cfg.resolution),
-                               COLD if outcome.cold_start else WARM)
+            pending = _Pending(fv, *self._keys_of(fv), COLD if outcome.cold_start else WARM)
         fv = pending.features
         fs.outcomes += 1
         fs.model_version += 1
@@ -565,29 +589,28 @@ class ShabariAgent:
         if not 0 <= arm < len(actions) or (
                 actions[arm].cpu_millicores != decision.size.cpu_millicores):
             return  # a decision of another grid (e.g. before a spec change): nothing to learn
-        b = fs.bins.get(pending.key)
-        if b is None:
-            b = fs.bins[pending.key] = Bin(len(actions))
+        bins = []
+        for k in (pending.key, pending.coarse):
+            if k:
+                got = fs.bins.get(k)
+                if got is None:
+                    got = fs.bins[k] = Bin(len(actions))
+                bins.append(got)
+        b = bins[0]
         memory = decision.size.memory_mib
         if outcome.status is OutcomeStatus.OOM:
-            b.mem_oom = max(b.mem_oom, memory)
-            if b.mem_ok and b.mem_ok <= memory:
-                b.mem_ok = 0
-            b.mem_ok_runs = 0
-            if 0 < b.peak <= memory:
-                b.peak = memory * 1.01  # the reading was wrong: the limit was not enough
+            for x in bins:
+                x.learn_oom(memory)
             fs.memory.learn_oom(fv, float(memory))
             return
         peak = outcome.peak_memory_mib
         if peak > 0 and math.isfinite(peak):
-            b.peak = max(b.peak, peak)
             fs.memory.learn(fv, peak)
+            for x in bins:
+                x.peak = max(x.peak, peak)
         elif outcome.status is OutcomeStatus.OK:
-            if not b.mem_ok or memory < b.mem_ok:
-                b.mem_ok = memory
-                b.mem_ok_runs = 1
-            elif memory == b.mem_ok:
-                b.mem_ok_runs += 1
+            for x in bins:
+                x.learn_ok(memory)
         if outcome.cold_start and outcome.cold_start_ms > 0:
             c = outcome.cold_start_ms
             fs.cold_ms = c if fs.cold_ms <= 0 else fs.cold_ms + 0.2 * (c - fs.cold_ms)
@@ -601,12 +624,14 @@ class ShabariAgent:
             exec_ms -= outcome.cold_start_ms
         elif pending.flag == RESIZE:
             # the resize delay is the platform's: learn it across functions from classes
-            # whose run time at this arm is known (directly, else its upper estimate)
-            ref = math.exp(b.m[arm]) if b.n[arm] else b.ub[arm]
-            if math.isfinite(ref):
+            # whose run time at this arm is known (measured, else its lower estimate)
+            ref = math.exp(b.m[arm]) if b.n[arm] else b.lb[arm]
+            if ref > 0:
                 sample = max(0.0, exec_ms - ref)
-                self._resize_ms = (sample if self._resize_ms is None
-                                   else self._resize_ms + 0.05 * (sample - self._resize_ms))
+                r = self._resize_ms
+                # outliers (queueing in a full cluster) move the estimate only so far
+                self._resize_ms = sample if r is None else r + 0.05 * (
+                    min(sample, 2.0 * r + 10.0) - r)
             if self._resize_ms is None:
                 return  # the resize cannot be told from the run yet
             exec_ms -= self._resize_ms
@@ -615,8 +640,9 @@ class ShabariAgent:
         used = (min(1.0, outcome.cpu_seconds * 1e6 / exec_ms / cpu)
                 if outcome.cpu_seconds > 0 else None)
         first = not b.observed
-        b.observe(arm, exec_ms, used, ecfg)
-        b.refresh(actions, ecfg)
+        for x in bins:
+            x.observe(arm, exec_ms, used, ecfg)
+            x.refresh(actions, ecfg)
         if used is not None:
             fs.uf_mean = used if fs.uf_mean < 0 else fs.uf_mean + 0.05 * (used - fs.uf_mean)
         slo = _slo_of(ctx)
@@ -750,7 +776,7 @@ def _check_counters(fs: FunctionState, prior_updates: int, cold_prior: float) ->
     problems = [f"{k} {v}" for k, v in counts.items() if not 0 <= v < _MAX_COUNT]
     # (uf_mean is -1 until a first measurement)
     reals = {"cold_ms": (fs.cold_ms, 0.0), "uf_mean": (fs.uf_mean, -1.0),
-             "max_need": (fs.max_need, 0.0), "cold_prior": (cold_prior, 0.0)}
+             "cold_prior": (cold_prior, 0.0)}
     problems += [f"{k} {v}" for k, (v, low) in reals.items()
                  if not (math.isfinite(v) and v >= low)]
     if problems:
