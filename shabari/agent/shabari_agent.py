@@ -75,7 +75,7 @@ class AgentConfig:
     #: input classes: bins per unit of ln(1 + feature)
     resolution: float = 16.0
     #: coarser classes an unseen class borrows evidence from (None: straight to the prior)
-    coarse_resolution: float | None = 2.0
+    coarse_resolution: float | None = None
     #: tile-coding resolution of the memory model's features
     tiles: float = 2.0
     #: probability of probing a cheaper arm the evidence allows but does not prove, divided
@@ -210,6 +210,7 @@ class ShabariAgent:
         self._prior = SharedPrior(self.config.vw)
         #: the platform's in-place resize delay (ms), learned from outcomes (None: not yet)
         self._resize_ms: float | None = None
+        self._resize_samples: list[float] = []
         #: cold start across functions (ms; 0 = none seen), for functions without their own
         self._cold_prior = 0.0
 
@@ -627,11 +628,13 @@ class ShabariAgent:
             # whose run time at this arm is known (measured, else its lower estimate)
             ref = math.exp(b.m[arm]) if b.n[arm] else b.lb[arm]
             if ref > 0:
-                sample = max(0.0, exec_ms - ref)
-                r = self._resize_ms
-                # outliers (queueing in a full cluster) move the estimate only so far
-                self._resize_ms = sample if r is None else r + 0.05 * (
-                    min(sample, 2.0 * r + 10.0) - r)
+                # the median of the latest samples: queueing in a full cluster makes some
+                # samples huge, and one early sample must not set it for long
+                window = self._resize_samples
+                if len(window) >= 63:
+                    window.pop(0)
+                window.append(max(0.0, exec_ms - ref))
+                self._resize_ms = sorted(window)[len(window) // 2]
             if self._resize_ms is None:
                 return  # the resize cannot be told from the run yet
             exec_ms -= self._resize_ms
@@ -701,6 +704,7 @@ class ShabariAgent:
         vw_bytes = self._prior.save()
         meta = {
             "function": fs.to_json(self._keys[function]), "resize_ms": self._resize_ms,
+            "resize_samples": self._resize_samples,
             "cold_prior": self._cold_prior, "prior_updates": self._prior.updates,
             "vw_sha256": hashlib.sha256(vw_bytes).hexdigest(),
         }
@@ -734,6 +738,7 @@ class ShabariAgent:
             fs.bins = {str(k): Bin.from_json(v, actions, self.config.evidence)
                        for k, v in dict(f["bins"]).items()}
             resize_ms = meta["resize_ms"]
+            resize_samples = [float(v) for v in meta["resize_samples"]][-63:]
             cold_prior = float(meta["cold_prior"])
             prior_updates = int(meta["prior_updates"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -757,6 +762,7 @@ class ShabariAgent:
             self._prior.close()
             self._prior = prior
             self._resize_ms = None if resize_ms is None else float(resize_ms)
+            self._resize_samples = resize_samples
             self._cold_prior = cold_prior
         self._fns[function] = fs
         self._keys[function] = key
