@@ -201,14 +201,29 @@ async def prepare_platform(kube: Kube, cfg: OperatorSettings, body: PolicyBody,
     if not cfg.variants_enabled:
         return cond("False", "VariantsDisabled",
                     "the chart was installed with variants.enabled=false")
-    configs, route = rc.variant_resources(body, workload, plan.spec)
+    zero = await _zero_initial_scale_allowed(kube)
+    configs, route = rc.variant_resources(body, workload, plan.spec, zero_initial_scale=zero)
     for config in configs:
         await kube.apply(config)
     await kube.apply(route)
     await remove_variants(kube, body, keep={c["metadata"]["name"] for c in configs},
                           keep_route=route["metadata"]["name"])
+    scale = ("sizes start at zero pods" if zero else
+             "each size starts one pod when created (knative-serving/config-autoscaler "
+             "allow-zero-initial-scale is off): a size that cannot be scheduled keeps the "
+             "Route from Ready")
     return cond("True", "VariantsReady",
-                f"{len(configs)} Configurations, Route {route['metadata']['name']}")
+                f"{len(configs)} Configurations, Route {route['metadata']['name']}; {scale}")
+
+
+async def _zero_initial_scale_allowed(kube: Kube) -> bool:
+    """Does Knative accept `initial-scale: "0"` (config-autoscaler; unreadable: no)?"""
+    try:
+        cm = await kube.get("v1", "ConfigMap", "knative-serving", "config-autoscaler")
+    except APIForbiddenError:
+        return False
+    data = (cm or {}).get("data") or {}
+    return str(data.get("allow-zero-initial-scale", "")).lower() == "true"
 
 
 async def remove_variants(kube: Kube, body: PolicyBody, keep: Collection[str] = (),

@@ -17,7 +17,7 @@ from typing import Any, cast
 import yaml
 
 # Variant names are shared with the knative backend so both address the same objects.
-from shabari.backends.knative import configuration_name, variant_tag
+from shabari.backends.knative import INITIAL_SCALE, configuration_name, variant_tag
 from shabari.backends.knative import dns_name as dns_name
 from shabari.backends.knative import route_name as route_name
 from shabari.core.errors import SpecError
@@ -330,11 +330,14 @@ def _resources(size: Size) -> dict[str, dict[str, str]]:
 
 
 def variant_resources(
-    policy: PolicyBody, service: WorkloadBody, spec: FunctionSpec
+    policy: PolicyBody, service: WorkloadBody, spec: FunctionSpec,
+    zero_initial_scale: bool = False,
 ) -> tuple[list[WorkloadBody], RouteBody]:
     """Variants mode: one Knative Configuration per size and one Route tagging each of them.
 
-    Each Configuration is the Service's own template with the size's requests and limits;
+    Each Configuration is the Service's own template with the size's requests and limits
+    (and `initial-scale: "0"` when the cluster's config-autoscaler allows it, so a size that
+    cannot be scheduled does not keep the Route from becoming Ready);
     the Route sends all untagged traffic to the safe default and exposes every size at its
     tag URL (`<tag>-<route>.<namespace>...`) so the gateway can pick one per invocation.
     """
@@ -352,6 +355,8 @@ def variant_resources(
         tmeta = template.setdefault("metadata", {})
         tmeta.pop("name", None)  # Knative revision names must be unique per Configuration
         tmeta.setdefault("labels", {})[VARIANT_LABEL] = tag
+        if zero_initial_scale:  # no pod per size at creation (Knative allows it: checked)
+            tmeta.setdefault("annotations", {})[INITIAL_SCALE] = "0"
         containers = template.setdefault("spec", {}).setdefault("containers", [])
         if not containers:
             containers.append(Container(name="user-container"))

@@ -234,6 +234,10 @@ class TestRBAC:
             assert grants(op, resource, verb), (resource, verb)
         assert not grants(op, "functionsizingpolicies/status", "update")
         assert not grants(op, "pods", "get")  # the operator never touches pods
+        # Variants: may sizes start at zero pods? One ConfigMap, read only
+        cms = [r for r in op if "configmaps" in r["resources"]]
+        assert cms == [{"apiGroups": [""], "resources": ["configmaps"],
+                        "resourceNames": ["config-autoscaler"], "verbs": ["get"]}]
         # InPlace never patches targets (a patched template restarts every pod for nothing)
         assert not grants(op, "deployments", "patch") and not grants(op, "services", "patch")
         registry = rules(default_docs, "Role", "-operator")
@@ -249,6 +253,7 @@ class TestRBAC:
         assert not grants(op, "deployments", "patch")
         assert not grants(op, "services", "patch")
         assert not grants(op, "configurations", "create")
+        assert not grants(op, "configmaps", "get")
         assert grants(op, "namespaces", "watch")  # kopf resolves --namespace patterns
         gw = rules(custom_docs, "Role", "-gateway")  # knative backend
         assert not grants(gw, "pods/resize", "patch") and not grants(gw, "pods", "create")

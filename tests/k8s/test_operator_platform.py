@@ -19,13 +19,15 @@ import pytest
 from k8s_emulator import (
     DEPLOY,
     FSP,
+    KCONFIG,
+    KSVC,
     ApiServerEmulator,
     Cluster,
     declare_resources,
     running_operator,
     write_kubeconfig,
 )
-from test_operator_e2e import NS, api, condition, deployment, policy
+from test_operator_e2e import NS, api, condition, deployment, knative_service, policy
 
 
 def _knative_variants(request: Any) -> bool:
@@ -128,3 +130,32 @@ class TestCredentials:
         emulator = cluster.k
         assert isinstance(emulator, AuthenticatingEmulator)
         assert emulator.auth_log and set(emulator.auth_log) == {"Bearer test-token"}
+
+
+class TestZeroInitialScale:
+    """Issue #17, item 12: variants start at zero pods only where Knative allows it."""
+
+    @pytest.mark.parametrize("allowed", [True, False])
+    async def test_variants_follow_config_autoscaler(self, operator: Cluster,
+                                                     allowed: bool) -> None:
+        if allowed:
+            cm = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": "config-autoscaler", "namespace": "knative-serving"},
+                  "data": {"allow-zero-initial-scale": "true"}}
+            async with aiohttp.ClientSession() as s, s.post(
+                    operator.url + "/api/v1/namespaces/knative-serving/configmaps",
+                    json=cm) as rsp:
+                assert rsp.status < 300, await rsp.text()
+        await api(operator, "POST", KSVC, body=knative_service("zs"))
+        await api(operator, "POST", FSP, body=policy("zs", "zs"))
+        fsp = await operator.wait(
+            lambda: (p := operator.get(FSP, NS, "zs"))
+            and condition(p, "PlatformReady").get("reason") == "VariantsReady" and p,
+            what="VariantsReady")
+        configs = [operator.get(KCONFIG, NS, n) for n in operator.names(KCONFIG, NS)]
+        assert configs
+        scales = {(c or {})["spec"]["template"].get("metadata", {}).get("annotations", {})
+                  .get("autoscaling.knative.dev/initial-scale") for c in configs}
+        assert scales == ({"0"} if allowed else {None})
+        message = condition(fsp, "PlatformReady")["message"]
+        assert ("zero pods" in message) if allowed else ("allow-zero-initial-scale" in message)
