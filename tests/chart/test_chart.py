@@ -272,6 +272,8 @@ class TestRBAC:
                                                         "knativeManageVariants": True}})
         gw = rules(docs, "Role", "-gateway")
         assert grants(gw, "configurations", "create") and grants(gw, "routes", "patch")
+        cm = [r for r in rules(docs, "ClusterRole", "-gateway") if "configmaps" in r["resources"]]
+        assert cm[0]["resourceNames"] == ["config-features", "config-autoscaler"]
 
     def test_local_backend_needs_no_api_access(self, k8s_tools: K8sTools, tmp_path: Path
                                                ) -> None:
