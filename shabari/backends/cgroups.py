@@ -122,8 +122,11 @@ def _remove_tree(directory: Path, timeout_s: float = 5.0) -> bool:
     """Kill what runs in `directory` (and below), then rmdir bottom-up. True when gone."""
     if not directory.exists():
         return True
-    children = sorted((p for p in directory.rglob("*") if p.is_dir()),
-                      key=lambda p: len(p.parts), reverse=True)
+    try:
+        children = sorted((p for p in directory.rglob("*") if p.is_dir()),
+                          key=lambda p: len(p.parts), reverse=True)
+    except FileNotFoundError:  # another backend is reaping the same stale tree right now
+        return not directory.exists()
     ok = True
     for d in [*children, directory]:
         deadline = time.monotonic() + timeout_s

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,23 @@ class TestV1Files:
         for ctrl in ("cpu", "memory"):
             assert not (root / ctrl / PARENT / f"{dead}-old").exists()
             assert (root / ctrl / PARENT / f"{os.getpid()}-live").exists()  # a live backend's
+
+    def test_a_tree_another_backend_is_reaping_is_skipped_not_fatal(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        root = fake_v1(tmp_path / "cg")
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        for ctrl in ("cpu", "memory"):
+            (root / ctrl / PARENT / f"{dead}-old" / "pod").mkdir(parents=True)
+
+        def vanishing(self: Path, pattern: str) -> Iterator[Path]:
+            # what rglob raises when a sub-cgroup is removed under it (seen with two demos
+            # starting gateways while a third backend reaped the same dead instance)
+            raise FileNotFoundError(2, "No such file or directory", str(self / "pod"))
+            yield self
+
+        monkeypatch.setattr(Path, "rglob", vanishing)
+        assert CgroupManager(root, instance=f"{os.getpid()}-me").reap_stale() == []
 
 
 class TestFallback:
