@@ -63,8 +63,11 @@ class TestWorkers:
         """Item 6: the next call runs on a fresh pod; no crash is recorded for the size."""
         gw = gateway()
         assert gw.invoke({"mb": 1}).status == 200
-        for pid in gw.workers():
+        workers = gw.workers()
+        for pid in workers:
             os.kill(pid, signal.SIGKILL)
+        # the gateway reaps its children: once they are gone its loop has seen them die
+        assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in workers), 20)
         time.sleep(0.5)
         r = gw.invoke({"mb": 1})
         assert r.status == 200
