@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from prometheus_client import Counter, Gauge, Histogram
 
 from shabari.agent.policy import LearningPolicy
 from shabari.core import (
@@ -201,6 +202,23 @@ class Replica:
         self._ship_lock = asyncio.Lock()
         self.became_learner_at: float | None = None
         self.learned_at_takeover: dict[str, int] = {}
+        r = gateway.metrics.registry  # docs/metrics.md, "Replicas"
+        self._m_learner = Gauge("shabari_replica_learner",
+                                "1 while this replica is the learner (holds the Lease)",
+                                registry=r)
+        self._m_outbox = Gauge("shabari_replica_outbox",
+                               "Outcomes waiting in this replica's outbox for the learner",
+                               registry=r)
+        self._m_shipped = Counter("shabari_replica_outcomes_shipped",
+                                  "Outcomes this replica shipped to the learner", registry=r)
+        self._m_received = Counter("shabari_replica_outcomes_received",
+                                   "Shipped outcomes this replica learned as the learner",
+                                   registry=r)
+        self._m_age = Histogram("shabari_replica_model_age_seconds",
+                                "Age of the model snapshot each of this replica's decisions "
+                                "used (0 on the learner)",
+                                buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+                                registry=r)
         gateway.path.learn = self.learn
 
     @property
@@ -268,6 +286,7 @@ class Replica:
         received), its own unshipped outcomes first, and write the checkpoints."""
         self.gw.settle()
         self.role = LEARNER
+        self._m_learner.set(1)
         self.became_learner_at = self._clock()
         self.gw.checkpoints.directory = self._checkpoint_dir
         from_disk = await self._take_newer_checkpoints()
@@ -313,6 +332,7 @@ class Replica:
     async def stopped_leading(self) -> None:
         self.gw.settle()
         self.role = FOLLOWER
+        self._m_learner.set(0)
         self.gw.checkpoints.directory = None
 
     async def leader_changed(self, leader: str | None, url: str | None) -> None:
@@ -325,17 +345,20 @@ class Replica:
         if self.is_learner:
             self.gw.policy.learn(ctx, decision, outcome)
             self.ages.record(0.0)
+            self._m_age.observe(0.0)
             self.counters["learned_own"] += 1
             return
         age = self.ages.age_at(ctx.now)
         if age is not None:
             self.ages.record(age)
+            self._m_age.observe(age)
         if self.policy is None:
             return  # a static policy: nothing to learn anywhere
         self.outbox.append(encode_outcome(ctx, decision, outcome, age))
         if len(self.outbox) > self.config.max_outbox:
             self.outbox.popleft()
             self.counters["dropped"] += 1
+        self._m_outbox.set(len(self.outbox))
 
     # -- follower: ship outcomes, fetch snapshots ---------------------------------------------
 
@@ -355,6 +378,8 @@ class Replica:
                 accepted = int((await r.json()).get("accepted", 0))
             for _ in range(min(len(batch), len(self.outbox))):
                 self.outbox.popleft()
+            self._m_outbox.set(len(self.outbox))
+            self._m_shipped.inc(len(batch))
             self.counters["shipped"] += len(batch)
             self.counters["rejected_by_learner"] += len(batch) - accepted
 
@@ -422,6 +447,7 @@ class Replica:
                 self.ages.record(float(age))
             accepted += 1
         self.counters["received"] += accepted
+        self._m_received.inc(accepted)
         return accepted
 
     def snapshots(self, have: Mapping[str, int]) -> dict[str, dict[str, Any]]:

@@ -43,6 +43,8 @@ async def test_three_replicas_learn_as_one_and_survive_the_learner(
         print(f"\nreplicas: {n} outcomes on every replica {took:.2f}s after the last answer")
         followers = [s for s in await rs.states() if s["role"] == "follower"]
         assert len(followers) == 2
+        learner_flags = [await _metric(rs, p, "shabari_replica_learner") for p in rs.alive]
+        assert sorted(learner_flags) == [0.0, 0.0, 1.0]
         for s in followers:
             assert s["counters"].get("shipped", 0) > 0
             assert s["counters"].get("snapshots_applied", 0) > 0
@@ -103,3 +105,12 @@ async def test_a_learner_stopped_gracefully_checkpoints_and_hands_over_at_once(
         assert emulator.holders[-1] == f"replica-{1 - index}"
         (survivor,) = rs.alive
         assert await rs.outcomes(survivor) == 40
+
+
+async def _metric(rs: object, proc: object, name: str) -> float:
+    async with rs.session.get(f"{proc.base}/metrics") as r:  # type: ignore[attr-defined]
+        text = await r.text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
