@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from shabari.core import (
     Decision,
     DecisionId,
@@ -15,6 +17,7 @@ from shabari.core import (
     PodId,
     Size,
 )
+from shabari.gateway import decisionlog
 from shabari.gateway.decisionlog import DecisionLog, decision_record, read_decision_log
 
 
@@ -51,3 +54,52 @@ class TestDecisionLog:
         log.write(_record(0))
         log.close()
         assert log.records == 1
+
+
+class TestWriteFailures:
+    """A log that cannot be written (here /dev/full: every write is ENOSPC) never raises."""
+
+    async def test_failed_batches_are_kept_and_written_once_the_disk_has_room(
+            self, tmp_path: Path) -> None:
+        path = tmp_path / "decisions.jsonl"
+        log = DecisionLog(path, 1 << 20, 2)
+        path.symlink_to("/dev/full")
+        for i in range(5):
+            log.write(_record(i))
+        assert await log.flush() is False
+        assert not log.healthy and "No space" in (log.last_error or "")
+        assert log.pending == 5 and log.dropped == 0
+        path.unlink()  # room again: the same records, once each, whole lines
+        log.write(_record(5))
+        assert await log.flush() is True
+        assert log.healthy
+        assert [r["decision_id"] for r in read_decision_log(path)] == [
+            f"d-{i}" for i in range(6)]
+
+    async def test_the_buffer_is_bounded_and_overflow_counted(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(decisionlog, "MAX_PENDING", 3)
+        path = tmp_path / "decisions.jsonl"
+        log = DecisionLog(path, 1 << 20, 2)
+        path.symlink_to("/dev/full")
+        for i in range(5):
+            log.write(_record(i))
+        assert await log.flush() is False
+        assert log.pending == 3 and log.dropped == 2
+        assert log.close() is False  # at shutdown: counted, not raised
+        assert log.dropped == 5
+
+    def test_function_error_text_is_redacted(self) -> None:
+        d = Decision(DecisionId("d"), FunctionName("f"), Size(500, 256), 0, 1.0, 0, "x")
+        secret = "token=abc123"
+        for outcome in (Outcome(1.0, OutcomeStatus.ERROR, detail=f"ValueError: {secret}"),
+                        Outcome(1.0, OutcomeStatus.CRASH,
+                                detail=f"worker exited with status 1; stderr: {secret}")):
+            rec = decision_record(ts=0.0, decision=d, features={}, slo_ms=None,
+                                  placement=None, outcome=outcome, cost=None, violated=None)
+            assert secret not in rec["outcome"]["detail"]
+            assert "sha256:" in rec["outcome"]["detail"]
+        kept = Outcome(1.0, OutcomeStatus.TIMEOUT, detail="no answer within 60s; worker killed")
+        rec = decision_record(ts=0.0, decision=d, features={}, slo_ms=None, placement=None,
+                              outcome=kept, cost=None, violated=None)
+        assert rec["outcome"]["detail"] == kept.detail
