@@ -137,8 +137,11 @@ class StepKind(enum.Enum):
     FAIL = "fail"  # cannot be placed (REJECT, or waited past the deadline): finished
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Step:
+    """What `place` asks of the driver (a transient answer, not a record: not frozen, which
+    keeps it cheap on the simulator's hot path)."""
+
     kind: StepKind
     placement: Placement | None = None
     #: pods that left the model (expired, evicted) and must be stopped before the run
@@ -192,8 +195,10 @@ class Finished:
         return self.attempts[-1]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Completion:
+    """What `complete` asks of the driver (transient, like `Step`)."""
+
     record: AttemptRecord
     #: pods to stop (the failed attempt's pod)
     stop: tuple[PodId, ...] = ()
@@ -258,7 +263,8 @@ class Lifecycle:
         many invocations of its function wait behind its busy pods (the driver's line); a
         WAIT behind a busy pod has `step.placement.pod_id` set."""
         sched = self.scheduler
-        stop = tuple(p.pod_id for p in sched.expire(now))
+        expired = sched.expire(now)
+        stop = tuple(p.pod_id for p in expired) if expired else ()
         fn = inv.spec.name
         est = self.estimates.get(fn)
         if est is None:
