@@ -144,6 +144,10 @@ class DecisionLog:
         self.last_error: str | None = None
         self._pending: list[str] = []
         self._lock = threading.Lock()  # orders batches from concurrent flushes
+        #: batch writes running in worker threads: `aclose` waits for them, so a flush whose
+        #: caller was cancelled (the sweeper stopping) or never awaited (a background flush)
+        #: still lands before the log is closed
+        self._inflight: set[asyncio.Future[OSError | None]] = set()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -166,7 +170,32 @@ class DecisionLog:
         lines = self.take()
         if not lines:
             return True
-        return self._settle(lines, await asyncio.to_thread(self._try_write, lines))
+        write = asyncio.get_running_loop().run_in_executor(None, self._try_write, lines)
+        self._inflight.add(write)
+        write.add_done_callback(lambda done: self._written(done, lines))
+        # shielded: cancelling the caller must not cancel a write that took the lines;
+        # `_written` settles the batch (it runs before the shield hands the result over)
+        return await asyncio.shield(write) is None
+
+    def _written(self, write: asyncio.Future[OSError | None], lines: list[str]) -> None:
+        """A batch write ended (on the loop): settle it, whoever was waiting for it."""
+        self._inflight.discard(write)
+        if write.cancelled():  # never started (the loop's executor shut down): keep the lines
+            self._pending = lines + self._pending
+            return
+        failure = write.exception()
+        if failure is not None:  # not an OSError: a bug, but the records stay for close()
+            log.error("decision log %s: batch write failed: %r", self.path, failure)
+            self._pending = lines + self._pending
+            return
+        self._settle(lines, write.result())
+
+    async def aclose(self) -> bool:
+        """Wait for batch writes still running, then write the rest (`close`)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+            await asyncio.sleep(0)  # let their done callbacks settle them
+        return self.close()
 
     def _settle(self, lines: list[str], error: OSError | None) -> bool:
         if error is None:

@@ -187,7 +187,7 @@ class Gateway:
             await self.backend.close()
         except Exception:
             log.exception("shutdown: the backend did not close cleanly")
-        self.decisions.close()
+        await self.decisions.aclose()
 
     async def checkpoint_all(self) -> list[Path]:
         """Write every touched function's model to `state_dir/models/<function>.ckpt`."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,53 @@ class TestWriteFailures:
         rec = decision_record(ts=0.0, decision=d, features={}, slo_ms=None, placement=None,
                               outcome=kept, cost=None, violated=None)
         assert rec["outcome"]["detail"] == kept.detail
+
+
+class TestFlushesInFlightAtClose:
+    """A batch write that took its lines is waited for at close, whoever stopped waiting."""
+
+    @staticmethod
+    def _slow_writes(log: DecisionLog, gate: threading.Event) -> None:
+        write = log._write_lines
+
+        def slow(lines: list[str]) -> None:
+            gate.wait(10)
+            write(lines)
+
+        log._write_lines = slow  # type: ignore[method-assign]
+
+    async def test_a_cancelled_flush_still_lands_before_close(self, tmp_path: Path) -> None:
+        path = tmp_path / "d.jsonl"
+        log = DecisionLog(path, max_bytes=1 << 20, backups=1)
+        gate = threading.Event()
+        self._slow_writes(log, gate)
+        for i in range(3):
+            log.write(_record(i))
+        flushing = asyncio.create_task(log.flush())
+        await asyncio.sleep(0.05)  # the batch is in the worker thread, blocked
+        flushing.cancel()  # as the sweeper's stop() cancels its loop
+        with contextlib.suppress(asyncio.CancelledError):
+            await flushing
+        log.write(_record(3))
+        closing = asyncio.create_task(log.aclose())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # it waits for the batch in flight
+        gate.set()
+        assert await closing
+        assert [r["decision_id"] for r in read_decision_log(path)] == \
+            [f"d-{i}" for i in range(4)]
+
+    async def test_a_background_flush_never_awaited_lands_before_close(
+            self, tmp_path: Path) -> None:
+        path = tmp_path / "d.jsonl"
+        log = DecisionLog(path, max_bytes=1 << 20, backups=1)
+        gate = threading.Event()
+        self._slow_writes(log, gate)
+        log.write(_record(0))
+        background = asyncio.create_task(log.flush())
+        await asyncio.sleep(0.05)
+        log.write(_record(1))
+        threading.Timer(0.2, gate.set).start()
+        assert await log.aclose()
+        assert [r["decision_id"] for r in read_decision_log(path)] == ["d-0", "d-1"]
+        assert await background
