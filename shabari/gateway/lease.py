@@ -277,15 +277,31 @@ class LeaseElector:
                 await self._task
             self._task = None
         if release and self._leading:
-            rec = self.election.observed
-            if rec is not None and rec.holder == self.election.identity:
-                with contextlib.suppress(ShabariError):
-                    await self._write(replace(rec, holder=None, learner_url=None,
-                                              renew_time=micro_time(self._wall())))
+            await self._release()
             await self._set_leading(False)
         if self._owns_api and self._api is not None:
             await self._api.close()
             self._api = None
+
+    async def _release(self) -> None:
+        """Clear the holder if it is still us. A renewal cancelled mid-request by `stop` may
+        have reached the server (a newer resourceVersion than the one we hold): on 409 the
+        Lease is read again and the release retried."""
+        rec = self.election.observed
+        for _ in range(3):
+            if rec is None or rec.holder != self.election.identity:
+                return
+            try:
+                await self._write(replace(rec, holder=None, learner_url=None,
+                                          renew_time=micro_time(self._wall())))
+                return
+            except KubeConflictError:
+                try:
+                    rec = LeaseRecord.from_object(await self.api.get(self.path))
+                except ShabariError:
+                    return
+            except ShabariError:
+                return
 
     async def step(self) -> None:
         """One round: read, maybe write, update the role. Never raises on API trouble."""

@@ -285,12 +285,14 @@ class Replica:
         """This replica is the learner now: learn from its own model (the last snapshot it
         received), its own unshipped outcomes first, and write the checkpoints."""
         self.gw.settle()
+        self.gw.checkpoints.directory = self._checkpoint_dir
+        from_disk = await self._take_newer_checkpoints()
+        # the role changes only now, with the model it learns from in place (readers of
+        # /replica/state never see a learner without its starting point)
+        self.learned_at_takeover = {n: self._outcomes(n) for n in self.gw.functions}
         self.role = LEARNER
         self._m_learner.set(1)
         self.became_learner_at = self._clock()
-        self.gw.checkpoints.directory = self._checkpoint_dir
-        from_disk = await self._take_newer_checkpoints()
-        self.learned_at_takeover = {n: self._outcomes(n) for n in self.gw.functions}
         pending = list(self.outbox)
         self.outbox.clear()
         self.receive(pending)
