@@ -75,8 +75,11 @@ def main() -> int:
         seen[f] += 1
     bands = ((0, 20), (20, 100), (100, 1000), (1000, 10**9))
 
+    small = {f for f, c in seen.items() if c < 100}
+    small_idx = [i for i, f in enumerate(work.function_of) if f in small]
+
     def by_band(met: list[bool]) -> str:
-        out = []
+        out = [f"fn<100/day {100 * sum(not met[i] for i in small_idx) / max(1, len(small_idx)):5.2f}%"]
         for lo, hi in bands:
             idx = [i for i, k in enumerate(position) if lo <= k < hi]
             v = sum(1 for i in idx if not met[i])
