@@ -221,7 +221,14 @@ class TestDrain:
         body = json.dumps({"sleep": 1, "pad": "z" * 700_000}).encode()
         with ThreadPoolExecutor(5) as ex:
             futs = [ex.submit(gw.invoke, None, raw=body, timeout=90) for _ in range(4)]
-            assert wait_until(lambda: gw.stats()["admission"]["waiting"] >= 2, 20)
+            def all_four_in() -> bool:  # every body read: each is answered, running or queued
+                adm = gw.stats()["admission"]
+                return sum(f.done() for f in futs) + adm["running"] + adm["waiting"] >= 4
+
+            # on a loaded machine the last upload can still be arriving when two are queued;
+            # sent after SIGTERM it would rightly get the drain's 503
+            assert wait_until(all_four_in, 30)
+            assert gw.stats()["admission"]["waiting"] >= 1  # the drain has queued work to finish
             gw.proc.send_signal(signal.SIGTERM)
             time.sleep(0.3)
             late = gw.invoke({"mb": 1}, timeout=10)
