@@ -58,10 +58,11 @@ from shabari.core.types import Decision, Outcome, OutcomeStatus, PlacementKind
 CHECKPOINT_MAGIC = b"SHABARI-AGENT-2\n"
 _LEN = struct.Struct(">I")
 
-#: warm-pool flags of an arm: an idle pod of exactly its CPU, an in-place resize, a cold start
-WARM, RESIZE, COLD = 0, 1, 2
+#: warm-pool flags of an arm: an idle pod of exactly its CPU, an in-place resize, a cold start,
+#: a wait behind a busy pod (its latency then holds the wait: no run-time evidence)
+WARM, RESIZE, COLD, QUEUE = 0, 1, 2, 3
 _FLAG = {PlacementKind.WARM: WARM, PlacementKind.RESIZE: RESIZE, PlacementKind.COLD: COLD,
-         PlacementKind.QUEUE: COLD, PlacementKind.REJECT: COLD}
+         PlacementKind.QUEUE: QUEUE, PlacementKind.REJECT: COLD}
 
 Unseen = Literal["prior", "default", "largest"]
 
@@ -155,6 +156,8 @@ class _Pending:
     coarse: str
     #: the warm-pool flag of the chosen arm
     flag: int
+    #: whether the flag is the driver's scheduler preview (`ctx.warm_fit`)
+    previewed: bool = False
 
 
 def _flags(ctx: DecisionContext, sizes: list[Size]) -> list[int]:
@@ -293,7 +296,8 @@ class ShabariAgent:
                 size = actions[index].size_for(lower)
                 mem_note = " mem-probe"
                 flags[index] = _flags(ctx, [size])[0]
-        self._remember(decision_id, _Pending(fv, key, coarse, flags[index]))
+        self._remember(decision_id, _Pending(fv, key, coarse, flags[index],
+                                             ctx.warm_fit is not None))
         return Decision(decision_id, spec.name, size, index, probability, fs.model_version,
                         reason + mem_note, explored=explored, policy=self.name)
 
@@ -620,6 +624,10 @@ class ShabariAgent:
         if decision.reason == "oom-escalation" or outcome.status not in (
                 OutcomeStatus.OK, OutcomeStatus.ERROR, OutcomeStatus.TIMEOUT):
             return  # the latency holds another attempt's time (or none): no run-time evidence
+        if pending.flag >= COLD and pending.previewed and not outcome.cold_start:
+            # the scheduler's preview said a new pod, yet none started: it waited for a busy
+            # pod instead (sooner than a cold start), so its latency holds an unknown wait
+            return
         exec_ms = outcome.latency_ms
         if outcome.cold_start:
             exec_ms -= outcome.cold_start_ms
