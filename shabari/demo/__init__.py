@@ -40,7 +40,7 @@ import yaml
 from shabari.core import ConfigError, parse_memory
 from shabari.data.perf import PerfTable, write_perf_table
 from shabari.data.traces import load_invocations
-from shabari.demo.calibration import calibrate
+from shabari.demo.calibration import calibrate, start_all
 from shabari.demo.plan import (
     CPU_MENU,
     DEFAULT_SIZE,
@@ -203,8 +203,8 @@ async def _policies(
     for p in policies:
         _fresh_dir(report / p)
         gws[p] = gateway(p)
-    await asyncio.gather(*(asyncio.to_thread(g.start) for g in gws.values()))
     try:
+        await start_all(list(gws.values()))
         t = time.monotonic()
         trained: list[Sample] = []
         if "shabari" in gws:

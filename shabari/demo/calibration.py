@@ -33,6 +33,16 @@ from shabari.gateway.process import GatewayProcess
 from shabari.runtime.catalog import BundledFunction, GeneratedInput
 
 
+async def start_all(gws: Sequence[GatewayProcess]) -> None:
+    """Start gateways side by side. When one fails, the others still finish starting and the
+    first error is raised, so the caller's `finally` stops every one (none is left running)."""
+    results = await asyncio.gather(*(asyncio.to_thread(g.start) for g in gws),
+                                   return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+
+
 def _config(path: Path, fns: Mapping[str, BundledFunction], cpu: int,
             cpu_shares: int | None) -> None:
     mem = format_memory(largest_memory_mib())
@@ -65,9 +75,9 @@ async def calibrate(
              "--state-dir", str(d), "--keep-alive", "3600", "--max-concurrent", "1",
              "--node-cpus", "64", "--node-memory-gib", "64", *gateway_args],
             log_path=d / "gateway.log")
-    await asyncio.gather(*(asyncio.to_thread(g.start) for g in gws.values()))
     taken: list[tuple[int, str, str, Sample]] = []
     try:
+        await start_all(list(gws.values()))
         jobs: list[tuple[int, str, GeneratedInput]] = []
         for by_fn, sizes, repeats in inputs:
             want = sorted({parse_cpu(c) for c in sizes}, reverse=True)
