@@ -60,6 +60,8 @@ class FakeKnative:
         self.workers: dict[str, tuple[asyncio.subprocess.Process, int]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.served_by: list[str] = []
+        #: scheduling + image pull of a pod scaled from zero, before its process starts
+        self.pod_scheduling_s = 0.2
         #: (Host, Knative-Serving-Tag header) of every request the ingress saw
         self.requests: list[tuple[str, str | None]] = []
         self.app = web.Application()
@@ -151,6 +153,10 @@ class FakeKnative:
             assert conf is not None, configuration
             container = conf["spec"]["template"]["spec"]["containers"][0]
             function = container["image"].removeprefix("test/")
+            # a real scale from zero schedules a pod and pulls an image before the process
+            # starts (seconds); a worker alone starts in ~80 ms on a quiet machine, under the
+            # backend's cold-start threshold, so the fake adds the platform's part
+            await asyncio.sleep(self.pod_scheduling_s)
             port = free_port()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "shabari.runtime.worker",
