@@ -110,19 +110,3 @@ def shared_line(fv: FeatureVector, slo_ms: float | None, tiles: float) -> str:
         parts.append(f"_slo:{x:.4f}")
         parts.extend(tile_keys({"_slo": x}, tiles))
     return " ".join(parts)
-
-
-#: the similarity key of an input without any tiled number (every such input is alike)
-ANY_INPUT = "*"
-
-
-def similarity_keys(fv: FeatureVector, slo_ms: float | None, tiles: float) -> tuple[str, ...]:
-    """The bins that say which inputs are "similar": the feature tiles plus the SLO's tiles.
-
-    Two inputs sharing a key have that feature (or SLO) within a factor of about 1.3 of each
-    other (`tiles` = 2). The agent's trust region is kept per key (`ShabariAgent`).
-    """
-    keys = fv.tiles
-    if slo_ms is not None and slo_ms > 0 and math.isfinite(slo_ms):
-        keys = keys + tile_keys({"_slo": math.log1p(slo_ms)}, tiles)
-    return keys or (ANY_INPUT,)

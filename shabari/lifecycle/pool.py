@@ -61,7 +61,3 @@ class PoolIntegrals:
         for pod_id, got in self._open.items():
             self._close(got, now)
             self._open[pod_id] = (now, got[1], got[2])
-
-    @property
-    def open_pods(self) -> int:
-        return len(self._open)
