@@ -156,7 +156,9 @@ async def publish(kube: Kube, cfg: OperatorSettings, memo: Any, function: str,
 
 
 async def prepare_platform(kube: Kube, cfg: OperatorSettings, body: PolicyBody,
-                           plan: rc.PolicyPlan, generation: int | None) -> Condition:
+                           plan: rc.PolicyPlan, generation: int | None,
+                           target: Mapping[str, Any] | None = None) -> Condition:
+    """`target`: the workload already read in this reconcile (None: read it here)."""
     def cond(status: Any, reason: str, message: str = "") -> Condition:
         return rc.condition(rc.PLATFORM_READY, status, reason, message, generation)
 
@@ -177,7 +179,8 @@ async def prepare_platform(kube: Kube, cfg: OperatorSettings, body: PolicyBody,
         return cond("False", "UnsupportedTarget",
                     f"{api_version} {kind}: the operator prepares Knative Services and "
                     "Deployments only; other targets are sized by the gateway alone")
-    target = await kube.get(api_version, kind, namespace, name)
+    if target is None:
+        target = await kube.get(api_version, kind, namespace, name)
     if target is None:
         return cond("False", "TargetNotFound", f"{kind} {namespace}/{name} does not exist")
     workload = cast(WorkloadBody, target)
@@ -274,7 +277,7 @@ async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Mem
     cfg = _cfg(memo)
     kube = _kube(memo)
     generation = policy.get("metadata", {}).get("generation")
-    derived, derive_error = await _derive(kube, cfg, policy)
+    derived, derive_error, target = await _derive(kube, cfg, policy)
     plan = rc.plan_policy(policy, rc.known_featurizers(), derived, cfg.home_namespace)
     if derive_error is not None and plan.error is None:
         plan = rc.PolicyPlan(plan.function, plan.mode, None, derive_error, "InvalidTarget")
@@ -289,7 +292,7 @@ async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Mem
         kopf.warn(body, reason=plan.error_reason, message=plan.error)
         logger.warning(f"invalid policy: {plan.error}")
     old: list[Condition] = list(policy.get("status", {}).get("conditions") or [])
-    platform = await prepare_platform(kube, cfg, policy, plan, generation)
+    platform = await prepare_platform(kube, cfg, policy, plan, generation, target)
     if platform.get("reason") in rc.PLATFORM_LIMITS and not _same_condition(policy, platform):
         # a mode the platform cannot serve: an Event and one log line per change, and the
         # PlatformReady=False condition below (never a silent fallback)
@@ -314,28 +317,28 @@ async def reconcile_policy(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Mem
 
 
 async def _derive(kube: Kube, cfg: OperatorSettings, policy: PolicyBody
-                  ) -> tuple[dict[str, Any] | None, str | None]:
+                  ) -> tuple[dict[str, Any] | None, str | None, Mapping[str, Any] | None]:
     """The derived grid of a policy without sizes (None when it has sizes or no target yet),
-    or why the target's resources cannot be read."""
+    or why the target's resources cannot be read, and the target when it was read."""
     spec = policy.get("spec") or {}
     if not needs_derived_sizes(spec) or spec.get("mode") == "Off":
-        return None, None
+        return None, None, None
     ref = spec.get("targetRef") or {}
     api_version, kind, name = ref.get("apiVersion", ""), ref.get("kind", ""), ref.get("name")
     if (api_version, kind) not in {(KNATIVE_API_VERSION, "Service"), ("apps/v1", "Deployment")}:
         return None, (f"sizes: {api_version} {kind} targets need sizes or resourcePolicy "
-                      "(the grid is derived only from Knative Services and Deployments)")
+                      "(the grid is derived only from Knative Services and Deployments)"), None
     if not name:
-        return None, None
+        return None, None, None
     target = await kube.get(api_version, kind, policy.get("metadata", {}).get("namespace", ""),
                             name)
     if target is None:
-        return None, None
+        return None, None, None
     try:
         return derived_sizes(target_container(cast(WorkloadBody, target)),
-                             cfg.default_sizes), None
+                             cfg.default_sizes), None, target
     except SpecError as exc:
-        return None, f"target {kind} {name}: {exc}"
+        return None, f"target {kind} {name}: {exc}", target
 
 
 def _same_condition(policy: PolicyBody, cond: Condition) -> bool:
