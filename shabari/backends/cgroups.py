@@ -312,6 +312,13 @@ class PodCgroup:
             return self._hot_keyed("memory.events").get("oom_kill", 0)
         return self._hot_keyed("memory.oom_control").get("oom_kill", 0)
 
+    def memory_counters(self) -> tuple[int, int]:
+        """`(oom_kills(), limit_hits())`; on v2 one read of memory.events gives both."""
+        if self.v2:
+            events = self._hot_keyed("memory.events")
+            return events.get("oom_kill", 0), events.get("max", 0)
+        return self.oom_kills(), self.limit_hits()
+
     def limit_hits(self) -> int:
         """How often usage reached the limit (v1 failcnt, v2 `max` events)."""
         if self.v2:

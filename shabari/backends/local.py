@@ -110,9 +110,9 @@ class _Pod:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     invocations: int = 0
     gpu_ids: tuple[int, ...] = ()
-    #: the cgroup's OOM-kill count after the last invocation (nothing runs in an idle pod,
-    #: so it is the count before the next one: one cgroupfs read per invocation, not two)
-    oom_kills: int | None = None
+    #: the cgroup's (OOM kills, limit hits) after the last invocation (nothing runs in an
+    #: idle pod, so they are the counts before the next one: one read per invocation, not two)
+    memory_counters: tuple[int, int] | None = None
     #: reclaimable page cache (MiB) and when it was read: memory.stat is the costliest
     #: cgroupfs read and a warm pod's inactive page cache barely moves, so it is re-read at
     #: most every `INACTIVE_FILE_TTL_S`
@@ -375,12 +375,11 @@ class LocalBackend:
         async with pod.lock:
             if pod_id not in self._pods:  # died while we waited for the lock
                 raise BackendError(f"pod {pod_id!r} died before the invocation ran")
+            oom0 = hits0 = 0
             if pod.cgroup is not None:  # tiny cgroupfs writes: cheaper inline than a thread hop
                 pod.cgroup.reset_peak()
-            oom0 = 0
-            if pod.cgroup is not None:
-                oom0 = pod.oom_kills if pod.oom_kills is not None else pod.cgroup.oom_kills()
-            hits0 = pod.cgroup.limit_hits() if pod.cgroup is not None else 0
+                oom0, hits0 = (pod.memory_counters if pod.memory_counters is not None
+                               else pod.cgroup.memory_counters())
             log0 = _size(pod.log_path)
             request: dict[str, Any] = {
                 "type": "invoke",
@@ -425,8 +424,8 @@ class LocalBackend:
                 peak_mib = max(peak_mib, _working_set_peak(pod, pod.cgroup))
                 # a child (e.g. ffmpeg) OOM-killed inside the pod surfaces as a function
                 # error: the cgroup's kill counter tells the truth
-                pod.oom_kills = pod.cgroup.oom_kills()
-                child_oom = pod.oom_kills > oom0
+                pod.memory_counters = pod.cgroup.memory_counters()
+                child_oom = pod.memory_counters[0] > oom0
         status_text = str(meta.get("status", "error"))
         status = {"ok": OutcomeStatus.OK, "oom": OutcomeStatus.OOM}.get(
             status_text, OutcomeStatus.ERROR)
