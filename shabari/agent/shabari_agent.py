@@ -263,7 +263,7 @@ class ShabariAgent:
         fs = self._fn(spec)
         fv = FeatureVector.of(ctx.features, cfg.tiles)
         key, coarse = self._keys_of(fv)
-        _key, b, via = self._class_of(fs, fv)
+        b, via = self._class_of(fs, key, coarse)
         slo = _slo_of(ctx)
         need, mem_note = self._memory_need(fs, b, fv, spec)
         actions = fs.actions
@@ -323,7 +323,8 @@ class ShabariAgent:
         cfg = self.config
         fs = self._fn(spec)  # attaches a restored model to its spec (or starts an empty one)
         fv = FeatureVector.of(ctx.features, cfg.tiles)
-        key, b, _via = self._class_of(fs, fv)
+        key, coarse = self._keys_of(fv)
+        b, _via = self._class_of(fs, key, coarse)
         slo = _slo_of(ctx)
         need, _note = self._memory_need(fs, b, fv, spec)
         actions = fs.actions
@@ -425,16 +426,16 @@ class ShabariAgent:
         probs[j] = 1.0
         return j, probs, "fastest", "every size is estimated to miss the SLO: the fastest runs"
 
-    def _class_of(self, fs: FunctionState, fv: FeatureVector) -> tuple[str, Bin | None, str]:
-        """The input's class key, the evidence to decide with (its class, else, when coarse
-        classes are on, its observed coarse class) and a note saying which."""
-        key, coarse = self._keys_of(fv)
+    @staticmethod
+    def _class_of(fs: FunctionState, key: str, coarse: str) -> tuple[Bin | None, str]:
+        """The evidence to decide with for an input of class `key` (`_keys_of`): its class,
+        else, when coarse classes are on, its observed coarse class; and a note saying which."""
         b = fs.bins.get(key)
         if (b is None or not b.observed) and coarse:
             cb = fs.bins.get(coarse)
             if cb is not None and cb.observed:
-                return key, cb, " (coarse)"
-        return key, b, ""
+                return cb, " (coarse)"
+        return b, ""
 
     def _memory_need(self, fs: FunctionState, b: Bin | None, fv: FeatureVector,
                      spec: FunctionSpec) -> tuple[float, str]:
