@@ -102,7 +102,8 @@ class EvidenceConfig:
 class Bin:
     """Evidence about one input class of one function (see the module docstring)."""
 
-    __slots__ = ("d", "lb", "m", "mem_ok", "mem_ok_runs", "mem_oom", "n", "peak", "ub", "uf")
+    __slots__ = ("d", "lb", "ls", "m", "mem_ok", "mem_ok_runs", "mem_oom", "n", "peak", "pn",
+                 "ub", "uf", "w")
 
     def __init__(self, k: int) -> None:
         #: direct observations per arm: count, log-mean, mean abs deviation, used fraction
@@ -120,6 +121,11 @@ class Bin:
         self.mem_ok = 0
         self.mem_oom = 0
         self.mem_ok_runs = 0
+        #: where the class lies: runs placed, log-mean work coordinate of its inputs
+        #: (`work_of`) and log-mean SLO they were judged against (`place`)
+        self.pn = 0
+        self.w = 0.0
+        self.ls = 0.0
 
     @property
     def observed(self) -> bool:
@@ -143,6 +149,26 @@ class Bin:
         dev = abs(x - self.m[arm])
         self.m[arm] += w * (x - self.m[arm])
         self.d[arm] += w * (dev - self.d[arm])
+
+    def place(self, work: float, slo_ms: float, cfg: EvidenceConfig) -> None:
+        """A run of an input at `work` (`work_of`) judged against `slo_ms` (finite, > 0)."""
+        self.pn += 1
+        a = 1.0 / min(self.pn, cfg.window)
+        self.w += a * (work - self.w)
+        self.ls += a * (math.log(slo_ms) - self.ls)
+
+    def scaled(self, factor: float) -> Bin:
+        """A copy whose run-time estimates are `factor` times this class's (the evidence of a
+        neighbouring class, read for an input expected to run `factor` x as long). Its memory
+        is not copied: a heavier input by the work coordinate is not always one that needs
+        more memory (measured: copying it OOM-killed 20x more runs on the vSwarm day)."""
+        k = len(self.n)
+        out = Bin(k)
+        out.n = list(self.n)
+        out.lb = [v * factor for v in self.lb]
+        out.ub = [v * factor for v in self.ub]
+        out.pn, out.w, out.ls = self.pn, self.w, self.ls
+        return out
 
     def refresh(self, actions: Sequence[Action], cfg: EvidenceConfig) -> None:
         """Recompute every arm's (lb, ub) run-time estimate from the direct observations."""
@@ -209,14 +235,22 @@ class Bin:
 
     def to_json(self) -> list[Any]:
         return [self.n, self.m, self.d, self.uf, self.peak, self.mem_ok, self.mem_oom,
-                self.mem_ok_runs]
+                self.mem_ok_runs, self.pn, self.w, self.ls]
 
     @classmethod
     def from_json(cls, data: Sequence[Any], actions: Sequence[Action],
                   cfg: EvidenceConfig) -> Bin:
         k = len(actions)
         b = cls(k)
-        n, m, d, uf, peak, mem_ok, mem_oom, runs = data
+        if len(data) not in (8, 11):
+            raise ValueError(f"a class has 8 or 11 fields, got {len(data)}")
+        n, m, d, uf, peak, mem_ok, mem_oom, runs = data[:8]
+        if len(data) == 11:  # (checkpoints before classes were placed have 8)
+            b.pn = int(data[8])
+            b.w = float(data[9])
+            b.ls = float(data[10])
+            if b.pn < 0 or not (math.isfinite(b.w) and math.isfinite(b.ls)):
+                raise ValueError("impossible class placement")
         if not (len(n) == len(m) == len(d) == len(uf) == k):
             raise ValueError("bin arrays do not match the number of arms")
         b.n = [int(v) for v in n]
@@ -229,6 +263,13 @@ class Bin:
         b.mem_ok_runs = int(runs)
         b.refresh(actions, cfg)
         return b
+
+
+def work_of(scaled: Mapping[str, float]) -> float:
+    """An input's work coordinate: the sum of its log-scaled features. Run time grows with
+    input size, and size features (bytes, pixels, duration, rows) dominate the sum, so of two
+    inputs of one function the one with the larger coordinate is the heavier one."""
+    return sum(scaled.values())
 
 
 def bin_key(scaled: Mapping[str, float], resolution: float) -> str:

@@ -138,3 +138,86 @@ class TestCpuReadings:
         d = agent.decide(ctx)
         agent.learn(ctx, d, Outcome(latency_ms=5.0, status=OutcomeStatus.OOM))
         assert not any(b.observed for b in agent._fns[spec.name].bins.values())
+
+
+class TestBorrowingFromAHeavierClass:
+    """An input class with no evidence of its own decides with the function's nearest heavier
+    class (run times scaled by the SLOs' ratio) rather than the cross-function prior."""
+
+    @staticmethod
+    def misled_agent(config: AgentConfig) -> ShabariAgent:
+        """An agent whose prior learned from 20 light functions that a quarter core is enough,
+        then saw a CPU-hungry function's heavy inputs only."""
+        agent = ShabariAgent(5, config)
+        for k in range(20):
+            light = SyntheticFunction(ms_per_mb=0.5, inputs_mb=(0.1, 0.5, 2.0, 8.0))
+            run(agent, light, spec_with_default(f"light-{k}"), 30, seed=200 + k)
+        return agent
+
+    HEAVY = SyntheticFunction(ms_per_mb=300.0, max_parallel=4.0, parallel=0.97,
+                              inputs_mb=(6.0, 12.0, 20.0))
+
+    def first_runs_of_lighter_inputs(self, config: AgentConfig) -> list[tuple[bool, str]]:
+        agent = self.misled_agent(config)
+        spec = spec_with_default("heavy")
+        run(agent, self.HEAVY, spec, 40, seed=9)
+        out = []
+        for i, mb in enumerate((1.0, 2.5, 4.0)):  # classes it never saw, all lighter
+            ctx = DecisionContext(spec, self.HEAVY.features(mb), now=100.0 + i,
+                                  slo_ms=self.HEAVY.slo_ms(mb))
+            d = agent.decide(ctx)
+            met = self.HEAVY.median_ms(mb, d.size.cpu_millicores) <= self.HEAVY.slo_ms(mb)
+            out.append((met, d.reason))
+            agent.learn(ctx, d, self.HEAVY.run(mb, d.size, random.Random(i), cpu_seconds=True))
+        return out
+
+    def test_lighter_unseen_inputs_meet_their_slo_with_borrowed_evidence(self) -> None:
+        got = self.first_runs_of_lighter_inputs(AgentConfig())
+        assert all("heavier class" in reason for _, reason in got), got
+        assert all(met for met, _ in got), got
+
+    def test_without_borrowing_the_prior_decides_them(self) -> None:
+        got = self.first_runs_of_lighter_inputs(AgentConfig(borrow=False))
+        assert all(reason.startswith("prior") for _, reason in got), got
+
+    def test_under_an_absolute_slo_lighter_inputs_get_no_more_cpu_than_they_need(self) -> None:
+        """Single-threaded, `latencyMs`: the heavy inputs need a full core, the lighter
+        unseen ones meet the bound at a fraction of it; borrowing sizes each one to meet it
+        and, scaled by the (equal) SLOs, not above the heavy class's own size."""
+        fn = SyntheticFunction(ms_per_mb=40.0, parallel=1.0, max_parallel=1.0, noise=0.02,
+                               inputs_mb=(6.0, 8.0))
+        spec = FunctionSpec(FunctionName("single"), SLO(latency_ms=400.0),
+                            size_grid(CPUS, MEMS), default_size=Size(1000, 1024))
+        agent = ShabariAgent(6)
+        rng = random.Random(4)
+        for i in range(30):
+            mb = fn.inputs_mb[i % 2]
+            ctx = DecisionContext(spec, fn.features(mb), now=float(i))
+            d = agent.decide(ctx)
+            agent.learn(ctx, d, fn.run(mb, d.size, rng, cpu_seconds=True))
+        heavy_cpu = d.size.cpu_millicores
+        for i, mb in enumerate((0.8, 2.0, 4.0)):
+            d = agent.decide(DecisionContext(spec, fn.features(mb), now=100.0 + i))
+            assert "heavier class" in d.reason, d.reason
+            assert fn.median_ms(mb, d.size.cpu_millicores) <= 400.0
+            assert d.size.cpu_millicores <= heavy_cpu
+
+    def test_an_input_heavier_than_every_class_is_left_to_the_prior(self) -> None:
+        agent = ShabariAgent(5)
+        fn = SyntheticFunction(inputs_mb=(0.3, 0.7))
+        spec = spec_with_default("grows")
+        run(agent, fn, spec, 20, seed=3)
+        d = agent.decide(DecisionContext(spec, fn.features(20.0), now=50.0,
+                                         slo_ms=fn.slo_ms(20.0)))
+        assert "heavier class" not in d.reason and d.reason.startswith(("prior", "unseen"))
+
+    def test_borrowed_decisions_never_probe(self) -> None:
+        """Probing a cheaper size is for a class's own evidence: a borrowed estimate runs
+        as the evidence says, with probability 1."""
+        agent = self.misled_agent(AgentConfig(explore=1.0))
+        spec = spec_with_default("heavy")
+        run(agent, self.HEAVY, spec, 40, seed=9)
+        for i, mb in enumerate((1.0, 1.3, 1.7, 2.2, 2.9, 3.8, 5.0)):
+            d = agent.decide(DecisionContext(spec, self.HEAVY.features(mb), now=200.0 + i,
+                                             slo_ms=self.HEAVY.slo_ms(mb)))
+            assert "heavier class" in d.reason and not d.explored and d.probability == 1.0
