@@ -69,6 +69,14 @@ def actions_for(spec: FunctionSpec) -> tuple[Action, ...]:
                  for (gpu, cpu), sizes in sorted(groups.items()))
 
 
+def arm_of(actions: Sequence[Action], size: Size) -> int:
+    """The index of the arm with `size`'s CPU and GPU (-1: none, a size of another grid)."""
+    for i, a in enumerate(actions):
+        if a.cpu_millicores == size.cpu_millicores and a.gpu == size.gpu:
+            return i
+    return -1
+
+
 def action_key(actions: Sequence[Action]) -> list[list[int]]:
     return [[a.cpu_millicores, a.gpu] for a in actions]
 

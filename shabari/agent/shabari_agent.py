@@ -43,6 +43,7 @@ from shabari.agent.evidence import (
     EvidenceConfig,
     action_key,
     actions_for,
+    arm_of,
     bin_key,
     work_of,
 )
@@ -282,8 +283,7 @@ class ShabariAgent:
         decision_id = self._next_id()
         if fs.outcomes < _warmup(spec, cfg):
             safe = spec.safe_default
-            index = next(i for i, a in enumerate(actions)
-                         if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+            index = arm_of(actions, safe)
             size = safe if need <= safe.memory_mib else actions[index].size_for(need)
             flag = _flags(ctx, [size])[0]
             self._remember(decision_id, _Pending(fv, key, coarse, flag))
@@ -317,8 +317,7 @@ class ShabariAgent:
         """`RecommendingPolicy`: the decision as run at `size` (Recommend mode). Its outcome
         is evidence for every arm (full information), so the recommendations improve too."""
         fs = self._fn(ctx.spec)
-        index = next((i for i, a in enumerate(fs.actions)
-                      if a.cpu_millicores == size.cpu_millicores and a.gpu == size.gpu), -1)
+        index = arm_of(fs.actions, size)
         pending = self._pending.get(decision.decision_id)
         if pending is not None:
             self._pending[decision.decision_id] = _Pending(pending.features, pending.key,
@@ -347,8 +346,7 @@ class ShabariAgent:
         notes: list[str] = []
         if fs.outcomes < _warmup(spec, cfg):
             safe = spec.safe_default
-            chosen = next(i for i, a in enumerate(actions)
-                          if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+            chosen = arm_of(actions, safe)
             probs[chosen] = 1.0
             reason = "safe-start"
             why = (f"safe start: {fs.outcomes} of {_warmup(spec, cfg)} outcomes seen, so "
@@ -586,8 +584,7 @@ class ShabariAgent:
         if cfg.unseen == "largest":
             return fs.order[-1], "unseen: largest"
         safe = ctx.spec.safe_default
-        default = next(i for i, a in enumerate(actions)
-                       if a.cpu_millicores == safe.cpu_millicores and a.gpu == safe.gpu)
+        default = arm_of(actions, safe)
         if cfg.unseen == "default" or self._prior.updates < cfg.prior_min_updates \
                 or not math.isfinite(slo):
             return default, "unseen: default"
@@ -725,12 +722,10 @@ class ShabariAgent:
         probability, and its outcome teaches memory (its latency holds both attempts).
         """
         current = decision.size
-        bigger = sorted(
-            (s for s in ctx.spec.sizes
-             if s.cpu_millicores == current.cpu_millicores and s.gpu == current.gpu
-             and s.memory_mib > current.memory_mib),
-            key=lambda s: s.memory_mib,
-        )
+        actions = self._fn(ctx.spec).actions
+        arm = arm_of(actions, current)
+        bigger = [s for s in actions[arm].sizes
+                  if s.memory_mib > current.memory_mib] if arm >= 0 else []
         if not bigger:
             return None
         decision_id = self._next_id()
