@@ -90,6 +90,9 @@ class AgentConfig:
     borrow: bool = True
     #: a borrowed estimate is taken this much slower (in ln: 0.25 = 28 %)
     borrow_margin: float = 0.25
+    #: a borrowing class's memory need is at most the most any of the function's classes
+    #: needs (the quantile model's prediction otherwise)
+    borrow_memory_cap: bool = True
     #: with no arm sure to meet the SLO: the cheapest arm that might ("cheapest") or the arm
     #: whose upper estimate is lowest ("safest")
     fallback: Fallback = "safest"
@@ -278,7 +281,7 @@ class ShabariAgent:
         key, coarse = self._keys_of(fv)
         slo = _slo_of(ctx)
         b, via = self._class_of(fs, key, coarse, fv, slo)
-        need, mem_note = self._memory_need(fs, b, fv, spec)
+        need, mem_note = self._memory_need(fs, b, fv, spec, via)
         actions = fs.actions
         decision_id = self._next_id()
         if fs.outcomes < _warmup(spec, cfg):
@@ -337,7 +340,7 @@ class ShabariAgent:
         key, coarse = self._keys_of(fv)
         slo = _slo_of(ctx)
         b, via = self._class_of(fs, key, coarse, fv, slo)
-        need, _note = self._memory_need(fs, b, fv, spec)
+        need, _note = self._memory_need(fs, b, fv, spec, via)
         actions = fs.actions
         sizes = [a.size_for(need) for a in actions]
         flags = _flags(ctx, sizes)
@@ -464,12 +467,17 @@ class ShabariAgent:
         return b, ""
 
     def _memory_need(self, fs: FunctionState, b: Bin | None, fv: FeatureVector,
-                     spec: FunctionSpec) -> tuple[float, str]:
+                     spec: FunctionSpec, via: str) -> tuple[float, str]:
         """MiB to give the input, and a note when it is the declared default's."""
         ecfg = self.config.evidence
         need = b.memory_need(ecfg) if b is not None else None
         if need is None:
             need = fs.memory.predict_mib(fv)
+            if need is not None and via == _BORROWED and self.config.borrow_memory_cap:
+                # lighter than a class seen: no more than the most any class needs now
+                most = max((x.memory_need(ecfg) or 0.0 for x in fs.bins.values()), default=0.0)
+                if most > 0:
+                    need = min(need, most)
         if need is None and fs.bins:
             # the most any of its classes needs now (without peaks: where probing is)
             need = max((x.memory_need(ecfg) or 0.0 for x in fs.bins.values()),

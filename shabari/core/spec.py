@@ -42,6 +42,11 @@ class Size:
     def memory_gib(self) -> float:
         return self.memory_mib / 1024.0
 
+    def to_dict(self) -> dict[str, int]:
+        """The JSON form every record and API answer uses (DESIGN 4.x: snake_case keys)."""
+        return {"cpu_millicores": self.cpu_millicores, "memory_mib": self.memory_mib,
+                "gpu": self.gpu}
+
     def with_cpu(self, cpu_millicores: int) -> Size:
         return Size(cpu_millicores, self.memory_mib, self.gpu)
 

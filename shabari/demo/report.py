@@ -348,6 +348,7 @@ def _calibration_plots(runs: Sequence[PolicyRun], view: CalibrationView, out: Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     made: list[tuple[str, str]] = []
     names = [n for n in view.plans if n in view.replay_inputs]
@@ -411,6 +412,7 @@ def _calibration_plots(runs: Sequence[PolicyRun], view: CalibrationView, out: Pa
         feature = "megapixels x frames" if plan.feature == "megapixel_frames" else plan.feature
         for ax, unit in ((ax_c, "vCPU"), (ax_m, "memory MiB")):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide
             ax.set_xlabel(f"{name}: input {feature}")
             ax.set_ylabel(unit)
         ax_c.set_yscale("log", base=2)

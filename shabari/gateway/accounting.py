@@ -70,13 +70,10 @@ class Accounting:
         rec["decision_us"] = decision_s * 1e6
         if recommended is not None:  # Recommend mode: what the policy would have run
             r = recommended.size
-            rec["recommended"] = {"cpu_millicores": r.cpu_millicores,
-                                  "memory_mib": r.memory_mib, "gpu": r.gpu,
-                                  "probability": recommended.probability,
+            rec["recommended"] = {**r.to_dict(), "probability": recommended.probability,
                                   "reason": recommended.reason}
         if pod_size is not None:
-            rec["pod_size"] = {"cpu_millicores": pod_size.cpu_millicores,
-                               "memory_mib": pod_size.memory_mib, "gpu": pod_size.gpu}
+            rec["pod_size"] = pod_size.to_dict()
         self.decisions.write(rec)
         if self.decisions.pending >= self.decisions.batch and not self._flushing:
             self._flushing = True

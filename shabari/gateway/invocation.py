@@ -186,9 +186,7 @@ class InvocationPath:
         placed = final.pod_size is not None
         status_label = final.outcome.status.value if placed or ran.error is None else "rejected"
         outcome = final.outcome
-        shown = Outcome(finished.latency_ms, outcome.status, outcome.cold_start,
-                        outcome.cold_start_ms, outcome.cpu_seconds, outcome.peak_memory_mib,
-                        outcome.detail)
+        shown = dataclasses.replace(outcome, latency_ms=finished.latency_ms)  # all attempts
         self.accounting.invocation(function, shown, violated=finished.violated,
                                    status_label=status_label)
         result = AttemptResult(final.decision, final.placement if placed else None, shown,

@@ -298,9 +298,7 @@ class Gateway:
         doc = policy.explain(ctx).to_dict()
         doc["mode"] = spec.mode
         if spec.recommend_only:
-            doc["runs"] = {"cpu_millicores": spec.safe_default.cpu_millicores,
-                           "memory_mib": spec.safe_default.memory_mib,
-                           "gpu": spec.safe_default.gpu}
+            doc["runs"] = spec.safe_default.to_dict()
         return doc
 
     def stats_view(self) -> dict[str, Any]:

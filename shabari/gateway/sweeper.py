@@ -120,8 +120,9 @@ class KeepAliveSweeper:
     def _report(self) -> None:
         if self._metrics is None:
             return
+        degraded = self.degraded
         for reason in ("decision_log", "checkpoints", "sweep"):
-            self._metrics.degraded.labels(reason).set(1 if reason in self.degraded else 0)
+            self._metrics.degraded.labels(reason).set(1 if reason in degraded else 0)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -229,9 +229,6 @@ class Parrotfish(_OneSizePolicy):
         self.budget = budget
         self._state: dict[FunctionName, _FishState] = {}
 
-    def _memory_options(self, spec: FunctionSpec) -> tuple[int, ...]:
-        return spec.memory_options
-
     def next_probe(self, spec: FunctionSpec) -> Size | None:
         if spec.name in self._chosen:
             return None
