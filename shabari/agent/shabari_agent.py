@@ -67,7 +67,7 @@ _FLAG = {PlacementKind.WARM: WARM, PlacementKind.RESIZE: RESIZE, PlacementKind.C
          PlacementKind.QUEUE: QUEUE, PlacementKind.REJECT: COLD}
 
 Unseen = Literal["prior", "default", "largest"]
-Fallback = Literal["cheapest", "safest"]
+Fallback = Literal["cheapest", "likely", "safest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +93,10 @@ class AgentConfig:
     #: a borrowing class's memory need is at most the most any of the function's classes
     #: needs (the quantile model's prediction otherwise)
     borrow_memory_cap: bool = True
-    #: with no arm sure to meet the SLO: the cheapest arm that might ("cheapest") or the arm
-    #: whose upper estimate is lowest ("safest")
-    fallback: Fallback = "safest"
+    #: with no arm sure to meet the SLO, of the arms whose lower estimate meets it: the
+    #: cheapest ("cheapest"), the cheapest whose geometric middle estimate meets it, else the
+    #: "safest" ("likely"), or the one whose upper estimate is lowest ("safest")
+    fallback: Fallback = "likely"
     #: what an input class nobody has seen runs at
     unseen: Unseen = "prior"
     #: examples the shared prior must have learned before it sizes unseen classes
@@ -118,8 +119,8 @@ class AgentConfig:
             raise ConfigError("resolution and tiles must be > 0")
         if not 0.0 <= self.explore <= 1.0:
             raise ConfigError(f"explore must be in [0, 1], got {self.explore}")
-        if self.fallback not in ("cheapest", "safest"):
-            raise ConfigError(f"fallback must be cheapest or safest, got {self.fallback!r}")
+        if self.fallback not in ("cheapest", "likely", "safest"):
+            raise ConfigError(f"fallback must be cheapest, likely or safest, got {self.fallback!r}")
         if self.unseen not in ("prior", "default", "largest"):
             raise ConfigError(f"unseen must be prior, default or largest, got {self.unseen!r}")
         if self.prior_min_updates < 0 or self.prior_train_per_bin < 0:
@@ -417,10 +418,7 @@ class ShabariAgent:
                 probs[opt] = 1.0
                 return opt, probs, "possible" + suffix, (
                     f"no size is sure to meet the {slo:g} ms SLO; {fs.actions[opt].cpu_millicores}m "
-                    + ("is the cheapest whose lower estimate does"
-                       if self.config.fallback == "cheapest"
-                       else "has the lowest upper estimate of those whose lower estimate does")
-                    + suffix)
+                    + _FALLBACK_WHY[self.config.fallback] + suffix)
             candidate = None
             for j in order:
                 if j == sure:
@@ -517,15 +515,22 @@ class ShabariAgent:
     def _possible(self, fs: FunctionState, b: Bin, slo: float,
                   overhead: list[float]) -> int | None:
         """With no arm sure to meet the SLO, the arm to run among those whose lower estimate
-        does (`fallback`: the cheapest of them, or the one whose upper estimate is lowest);
-        None when none does."""
+        does (`AgentConfig.fallback`); None when none does."""
         lb, ub = b.lb, b.ub
         able = [j for j in fs.order if lb[j] + overhead[j] <= slo]
         if not able:
             return None
         if self.config.fallback == "cheapest":
             return able[0]
-        return min(able, key=lambda j: ub[j] + overhead[j])  # ties: the cheaper
+        if self.config.fallback == "likely":
+            # the cheapest whose middle estimate meets it: a projection's bounds are often
+            # wide ("at most as slow as the capped run at the smaller arm")
+            likely = next((j for j in able if math.isfinite(ub[j])
+                           and math.sqrt(lb[j] * ub[j]) + overhead[j] <= slo), None)
+            if likely is not None:
+                return likely
+        # the lowest upper estimate, then the lowest lower one (ties: the cheaper)
+        return min(able, key=lambda j: (ub[j] + overhead[j], lb[j] + overhead[j]))
 
     def _choose(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float],
                 explore: tuple[float, float]) -> tuple[int, float, bool, str] | None:
@@ -824,6 +829,14 @@ class ShabariAgent:
         self._fns[function] = fs
         self._keys[function] = key
 
+
+#: `explain`'s words for each `AgentConfig.fallback`
+_FALLBACK_WHY: dict[str, str] = {
+    "cheapest": "is the cheapest whose lower estimate does",
+    "likely": "is the cheapest whose lower estimate does and whose middle estimate does too "
+              "(else the lowest upper estimate)",
+    "safest": "has the lowest upper estimate of those whose lower estimate does",
+}
 
 #: the note on a decision made with a neighbouring class's evidence (`_heavier`)
 _BORROWED = " (heavier class)"
