@@ -529,8 +529,8 @@ class ShabariAgent:
                            and math.sqrt(lb[j] * ub[j]) + overhead[j] <= slo), None)
             if likely is not None:
                 return likely
-        # the lowest upper estimate, then the lowest lower one (ties: the cheaper)
-        return min(able, key=lambda j: (ub[j] + overhead[j], lb[j] + overhead[j]))
+        # the lowest upper estimate (ties: the cheaper)
+        return min(able, key=lambda j: ub[j] + overhead[j])
 
     def _choose(self, fs: FunctionState, b: Bin, slo: float, overhead: list[float],
                 explore: tuple[float, float]) -> tuple[int, float, bool, str] | None:
