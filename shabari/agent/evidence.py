@@ -84,7 +84,7 @@ def action_key(actions: Sequence[Action]) -> list[list[int]]:
 @dataclass(frozen=True, slots=True)
 class EvidenceConfig:
     #: upper estimate = log-mean + `spread_k` x spread (mean absolute deviation of ln run time)
-    spread_k: float = 1.0
+    spread_k: float = 1.5
     #: spread assumed for an arm seen once (divided by the number of observations)
     prior_spread: float = 0.10
     #: a run that used at least this fraction of its CPU limit counts as CPU-capped

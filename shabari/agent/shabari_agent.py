@@ -93,6 +93,9 @@ class AgentConfig:
     #: a borrowing class's memory need is at most the most any of the function's classes
     #: needs (the quantile model's prediction otherwise)
     borrow_memory_cap: bool = True
+    #: a class without memory readings whose predicted need no idle pod has runs on an idle
+    #: pod that holds the prediction without its headroom (the OOM retry covers a miss)
+    memory_warm_fit: bool = True
     #: with no arm sure to meet the SLO, of the arms whose lower estimate meets it: the
     #: cheapest ("cheapest"), the cheapest whose geometric middle estimate meets it, else the
     #: "safest" ("likely"), or the one whose upper estimate is lowest ("safest")
@@ -282,7 +285,7 @@ class ShabariAgent:
         key, coarse = self._keys_of(fv)
         slo = _slo_of(ctx)
         b, via = self._class_of(fs, key, coarse, fv, slo)
-        need, mem_note = self._memory_need(fs, b, fv, spec, via)
+        need, mem_note = self._memory_need(fs, b, fv, spec, via, ctx.warm_idle)
         actions = fs.actions
         decision_id = self._next_id()
         if fs.outcomes < _warmup(spec, cfg):
@@ -341,7 +344,7 @@ class ShabariAgent:
         key, coarse = self._keys_of(fv)
         slo = _slo_of(ctx)
         b, via = self._class_of(fs, key, coarse, fv, slo)
-        need, _note = self._memory_need(fs, b, fv, spec, via)
+        need, _note = self._memory_need(fs, b, fv, spec, via, ctx.warm_idle)
         actions = fs.actions
         sizes = [a.size_for(need) for a in actions]
         flags = _flags(ctx, sizes)
@@ -465,17 +468,25 @@ class ShabariAgent:
         return b, ""
 
     def _memory_need(self, fs: FunctionState, b: Bin | None, fv: FeatureVector,
-                     spec: FunctionSpec, via: str) -> tuple[float, str]:
+                     spec: FunctionSpec, via: str,
+                     warm_idle: tuple[Size, ...] = ()) -> tuple[float, str]:
         """MiB to give the input, and a note when it is the declared default's."""
-        ecfg = self.config.evidence
+        cfg = self.config
+        ecfg = cfg.evidence
         need = b.memory_need(ecfg) if b is not None else None
         if need is None:
             need = fs.memory.predict_mib(fv)
-            if need is not None and via == _BORROWED and self.config.borrow_memory_cap:
+            if need is not None and via == _BORROWED and cfg.borrow_memory_cap:
                 # lighter than a class seen: no more than the most any class needs now
                 most = max((x.memory_need(ecfg) or 0.0 for x in fs.bins.values()), default=0.0)
                 if most > 0:
                     need = min(need, most)
+            if need is not None and cfg.memory_warm_fit and warm_idle and \
+                    all(w.memory_mib < need for w in warm_idle):
+                raw = need / (1.0 + cfg.memory.margin)
+                fits = [w.memory_mib for w in warm_idle if w.memory_mib >= raw]
+                if fits:
+                    return float(min(fits)), " mem=warm-fit"
         if need is None and fs.bins:
             # the most any of its classes needs now (without peaks: where probing is)
             need = max((x.memory_need(ecfg) or 0.0 for x in fs.bins.values()),

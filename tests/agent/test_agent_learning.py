@@ -244,3 +244,31 @@ class TestBorrowingFromAHeavierClass:
         assert decide_memory(cap=False) == 2048
         assert decide_memory(cap=True) < 2048
         assert decide_memory(cap=True) >= most
+
+
+class TestMemoryOfAnUnseenClass:
+    """The quantile model's prediction for an input class nobody has seen carries headroom;
+    when no idle pod has that much memory but one holds the prediction without its headroom,
+    the input runs there instead of on a new pod (`memory_warm_fit`)."""
+
+    @staticmethod
+    def memory_for(predicted: float, idle: tuple[Size, ...], fit: bool = True) -> Size:
+        agent = ShabariAgent(1, AgentConfig(memory_warm_fit=fit))
+        spec = spec_with_default("fresh")
+        fs = agent._fn(spec)
+        fs.memory.predict_mib = lambda fv: predicted  # type: ignore[method-assign]
+        ctx = DecisionContext(spec, {"bytes": 5e5}, now=0.0, slo_ms=100.0, warm_idle=idle)
+        return agent.decide(ctx).size
+
+    def test_an_idle_pod_that_holds_the_prediction_without_headroom_is_used(self) -> None:
+        # 540 MiB predicted = 491 MiB + 10 % headroom: the idle 512 MiB pod holds 491
+        assert self.memory_for(540.0, (Size(1000, 512),)).memory_mib == 512
+
+    def test_a_pod_too_small_even_without_headroom_is_not(self) -> None:
+        assert self.memory_for(600.0, (Size(1000, 512),)).memory_mib == 1024
+
+    def test_off_it_always_takes_the_prediction(self) -> None:
+        assert self.memory_for(540.0, (Size(1000, 512),), fit=False).memory_mib == 1024
+
+    def test_a_pod_that_already_holds_the_prediction_changes_nothing(self) -> None:
+        assert self.memory_for(540.0, (Size(1000, 512), Size(1000, 1024))).memory_mib == 1024
