@@ -67,12 +67,14 @@ from shabari.runtime.catalog import BundledFunction, GeneratedInput, bundled_fun
 DEFAULT_POLICIES = ("shabari", "static-max", "static-default")
 #: trace minutes replayed by default (their arrival order and functions; see `run`)
 DEFAULT_MINUTES = 4.0
-#: generated candidates per function; those inside the plan's range alternate between the
-#: replay set (INPUTS_PER_FUNCTION) and the training set (up to TRAIN_INPUTS_FACTOR times more)
+#: generated candidates per function; those inside the plan's range are split by rank of work
+#: into the replay set (INPUTS_PER_FUNCTION) and the training set (up to TRAIN_INPUTS_FACTOR
+#: times more; `pick_inputs`)
 CANDIDATES_PER_FUNCTION = 64
 INPUTS_PER_FUNCTION = 8
 TRAIN_INPUTS_FACTOR = 4
-#: invocations per function that start every policy's pods (the same for all policies)
+#: invocations per function that start every policy's pods: its lightest and heaviest
+#: training input (`_extremes`; the same for all policies)
 WARM_PER_FUNCTION = 2
 #: the shabari agent's training per function, on inputs disjoint from the replay's (docs/demo.md
 #: compares training over the replay's own recurring inputs: measured worse, not better)
@@ -169,6 +171,14 @@ def _loadavg() -> list[float]:
         return []
 
 
+def _extremes(inputs: Mapping[str, Sequence[GeneratedInput]]
+              ) -> dict[str, list[GeneratedInput]]:
+    """The lightest and the heaviest of each function's inputs (`pick_inputs` orders them by
+    work): the warm-up's, so every policy starts the replay with warm pods for both ends of
+    the input range, as a service that has been running has."""
+    return {name: [xs[0], xs[-1]] if len(xs) > 1 else list(xs) for name, xs in inputs.items()}
+
+
 def _round_robin(inputs: Mapping[str, Sequence[GeneratedInput]], per_function: int
                  ) -> list[tuple[str, GeneratedInput]]:
     jobs: list[tuple[str, GeneratedInput]] = []
@@ -220,7 +230,7 @@ async def _policies(
             print(f"  shabari: trained on {len(trained)} invocations, restarted from its "
                   f"checkpoint with {learned} outcomes learned", file=sys.stderr)
         bases = {p: g.base for p, g in gws.items()}
-        warm_jobs = _round_robin(train_inputs, WARM_PER_FUNCTION)
+        warm_jobs = _round_robin(_extremes(train_inputs), WARM_PER_FUNCTION)
         warm = await interleaved(bases, warm_jobs, progress=Progress(
             "warm-up (all policies)", len(warm_jobs) * len(bases), show))
         t_train = time.monotonic() - t

@@ -84,3 +84,18 @@ class TestInputSplit:
         assert max(work, key=work.__getitem__) in {x.label for x in train}
         ranked = sorted(work.values())
         assert max(work[x.label] for x in replay) >= ranked[len(ranked) * 3 // 4 - 1]
+
+    def test_warm_up_covers_both_ends_of_the_training_inputs(self) -> None:
+        """The warm-up starts every policy's pods with the lightest and the heaviest training
+        input, so a policy that sizes by input has warm pods for both ends (a heavy input
+        needing more memory otherwise cold-starts on its first replay run)."""
+        from shabari.demo import TRAIN_INPUTS_FACTOR, _extremes, pick_inputs
+        from shabari.runtime.catalog import bundled_functions
+
+        plan = PLAN_BY_NAME["markdown"]
+        _, train, feats = pick_inputs(bundled_functions()["markdown"], plan, 1, 4, 20)
+        assert 2 <= len(train) <= TRAIN_INPUTS_FACTOR * 4
+        ends = _extremes({"markdown": train})["markdown"]
+        work = [plan.work(feats[x.label]) for x in train]
+        assert [plan.work(feats[x.label]) for x in ends] == [min(work), max(work)]
+        assert _extremes({"f": train[:1]})["f"] == train[:1]
