@@ -12,14 +12,19 @@ Deciding (`decide`):
 2. A known class: the cheapest arm whose upper estimate plus overhead meets the SLO ("sure").
    Only when the evidence leaves a cheaper arm possible (its lower estimate meets the SLO) does
    the agent probe it, with probability `explore / (1 + runs seen there)`, logged honestly.
-   With no sure arm, the cheapest arm that could meet it; when the overheads make every arm
-   miss (a cold start), the arm the run itself needs, so the new pod is the right size.
-3. An unseen class: the cross-function prior (`vw.SharedPrior`, one VW model for all
+   With no sure arm, the cheapest arm whose middle estimate meets it (`fallback`); when the
+   overheads make every arm miss (a cold start), the arm the run itself needs, so the new
+   pod is the right size.
+3. An unseen class lighter than one seen: the function's nearest heavier class decides
+   (`_heavier`: its estimates scaled by the SLO ratio and a margin, never probing).
+4. Any other unseen class: the cross-function prior (`vw.SharedPrior`, one VW model for all
    functions) predicts `ln(run time / SLO)` per arm from function-agnostic quantities; until it
    has learned enough, the declared safe default.
-4. Memory: the class's peak reading plus a margin; without peak readings the smallest memory
+5. Memory: the class's peak reading plus a margin; without peak readings the smallest memory
    that ran (probing one grid step lower after a few clean runs); for a new class the
-   function's quantile model of peaks (`memory.py`) or the largest need of its classes.
+   function's quantile model of peaks (`memory.py`; for a borrowing class at most the most
+   any class needs; on an idle pod that holds it without its headroom when one does) or the
+   largest need of its classes.
 
 Every random draw comes from a per-function RNG seeded from (seed, name), so the same seed and
 the same calls give the same decisions. The cost of a decision (`shabari.core.cost`) orders the
