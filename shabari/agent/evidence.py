@@ -175,7 +175,6 @@ class Bin:
         out.n = list(self.n)
         out.lb = [v * factor for v in self.lb]
         out.ub = [v * factor for v in self.ub]
-        out.pn, out.w, out.ls = self.pn, self.w, self.ls
         return out
 
     def refresh(self, actions: Sequence[Action], cfg: EvidenceConfig) -> None:

@@ -483,8 +483,8 @@ class ShabariAgent:
             need = fs.memory.predict_mib(fv)
             if need is not None and via == _BORROWED and cfg.borrow_memory_cap:
                 # lighter than a class seen: no more than the most any class needs now
-                most = max((x.memory_need(ecfg) or 0.0 for x in fs.bins.values()), default=0.0)
-                if most > 0:
+                most = _most_need(fs, ecfg)
+                if most is not None:
                     need = min(need, most)
             if need is not None and cfg.memory_warm_fit and warm_idle and \
                     all(w.memory_mib < need for w in warm_idle):
@@ -492,10 +492,9 @@ class ShabariAgent:
                 fits = [w.memory_mib for w in warm_idle if w.memory_mib >= raw]
                 if fits:
                     return float(min(fits)), " mem=warm-fit"
-        if need is None and fs.bins:
+        if need is None:
             # the most any of its classes needs now (without peaks: where probing is)
-            need = max((x.memory_need(ecfg) or 0.0 for x in fs.bins.values()),
-                       default=0.0) or None
+            need = _most_need(fs, ecfg)
         if need is None:
             return float(spec.safe_default.memory_mib), " mem=default"
         return need, ""
@@ -725,10 +724,8 @@ class ShabariAgent:
         if used is not None:
             fs.uf_mean = used if fs.uf_mean < 0 else fs.uf_mean + 0.05 * (used - fs.uf_mean)
         slo = _slo_of(ctx)
-        if math.isfinite(slo):
-            work = work_of(fv.scaled)
-            for x in bins:
-                x.place(work, slo, ecfg)
+        if math.isfinite(slo):  # where the class lies, for `_heavier` (coarse ones never lend)
+            b.place(work_of(fv.scaled), slo, ecfg)
         if math.isfinite(slo) and sum(b.n) <= cfg.prior_train_per_bin:
             self._teach_prior(fs, b, fv, slo, arm, exec_ms, first)
         fs.fmean_n += 1
@@ -844,6 +841,11 @@ class ShabariAgent:
             self._cold_prior = cold_prior
         self._fns[function] = fs
         self._keys[function] = key
+
+
+def _most_need(fs: FunctionState, ecfg: EvidenceConfig) -> float | None:
+    """The most memory any of the function's classes needs now (MiB; None: none known)."""
+    return max((x.memory_need(ecfg) or 0.0 for x in fs.bins.values()), default=0.0) or None
 
 
 #: `explain`'s words for each `AgentConfig.fallback`
