@@ -62,13 +62,19 @@ class TestDecisionLog:
 class TestWriteFailures:
     """A log that cannot be written (here /dev/full: every write is ENOSPC) never raises."""
 
-    async def test_failed_batches_are_kept_and_written_once_the_disk_has_room(
-            self, tmp_path: Path) -> None:
+    @staticmethod
+    def full_log(tmp_path: Path) -> tuple[Path, DecisionLog]:
+        """A log whose file is /dev/full, with records d-0 .. d-4 waiting to be written."""
         path = tmp_path / "decisions.jsonl"
         log = DecisionLog(path, 1 << 20, 2)
         path.symlink_to("/dev/full")
         for i in range(5):
             log.write(_record(i))
+        return path, log
+
+    async def test_failed_batches_are_kept_and_written_once_the_disk_has_room(
+            self, tmp_path: Path) -> None:
+        path, log = self.full_log(tmp_path)
         assert await log.flush() is False
         assert not log.healthy and "No space" in (log.last_error or "")
         assert log.pending == 5 and log.dropped == 0
@@ -82,11 +88,7 @@ class TestWriteFailures:
     async def test_the_buffer_is_bounded_and_overflow_counted(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(decisionlog, "MAX_PENDING", 3)
-        path = tmp_path / "decisions.jsonl"
-        log = DecisionLog(path, 1 << 20, 2)
-        path.symlink_to("/dev/full")
-        for i in range(5):
-            log.write(_record(i))
+        _, log = self.full_log(tmp_path)
         assert await log.flush() is False
         assert log.pending == 3 and log.dropped == 2
         assert log.close() is False  # at shutdown: counted, not raised
