@@ -11,8 +11,9 @@ generated inputs, real HTTP. docs/demo.md explains every choice; in short:
   and the trade-off chart all come from that one table.
 - **No contention between the demo's own invocations**: one request at a time, the three
   policies interleaved invocation by invocation (same inputs, same order, same background load
-  from whatever else runs on the machine), and the demo's processes at a higher CPU priority
-  when the OS allows it.
+  from whatever else runs on the machine) in balanced orders (each policy right after each
+  other equally often: what ran just before changes a run's speed), and the demo's processes
+  at a higher CPU priority when the OS allows it.
 - **A node model in which every policy keeps its warm pods**: the node is declared large
   enough for every function's largest pod of every policy and keep-alive outlasts the run, so
   no result comes from evictions the machine's size would force; the scheduler still resizes
