@@ -274,6 +274,23 @@ class PodCgroup:
         except (OSError, ValueError):
             return None
 
+    def throttled_ms(self) -> float | None:
+        """Time the pod's tasks have spent throttled by its CFS quota so far (ms; `cpu.stat`:
+        v2 `throttled_usec`, v1 `throttled_time` in ns); None where the kernel does not say.
+
+        A run's latency under a quota is its running time plus this: a run that needs a little
+        more CPU than one period's quota may or may not wait out the rest of a period,
+        depending on where in the period it starts (docs/demo.md measures it)."""
+        try:
+            stat = _parse_keyed(_read(self.cpu_dir / "cpu.stat"))
+        except OSError:
+            return None
+        if self.v2:
+            usec = stat.get("throttled_usec")
+            return None if usec is None else usec / 1000.0
+        nsec = stat.get("throttled_time")
+        return None if nsec is None else nsec / 1e6
+
     def set_memory(self, memory_mib: int) -> None:
         limit = str(memory_mib * 1024 * 1024)
         if self.v2:

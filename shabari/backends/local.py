@@ -255,6 +255,11 @@ class LocalBackend:
                 detail=f"bundled functions: {', '.join(sorted(self.functions)) or 'none'}")
         return fn
 
+    def cgroup_of(self, pod_id: PodId) -> PodCgroup | None:
+        """The cgroup of a running pod (None without cgroups): for diagnostics and benches
+        that read what the kernel counted (throttling, memory), never for changing it."""
+        return self._pod(pod_id).cgroup
+
     def _pod(self, pod_id: PodId) -> _Pod:
         pod = self._pods.get(pod_id)
         if pod is None:

@@ -85,6 +85,14 @@ class TestV2Files:
         assert cg.peak_mib() == 100
         assert (cg.oom_kills(), cg.limit_hits()) == (2, 7)
 
+    def test_throttled_time_from_cpu_stat(self, tmp_path: Path) -> None:
+        cg = CgroupManager(fake_v2(tmp_path / "cg"), instance="1-t").create("p", 500, 128)
+        d = tmp_path / "cg" / PARENT / "1-t" / "p"
+        assert cg.throttled_ms() is None  # no cpu.stat: the kernel does not say
+        (d / "cpu.stat").write_text("usage_usec 900\nnr_periods 9\nnr_throttled 2\n"
+                                    "throttled_usec 47500\n")
+        assert cg.throttled_ms() == 47.5
+
     def test_weights_follow_kubernetes_and_the_instance_weight(self, tmp_path: Path) -> None:
         root = fake_v2(tmp_path / "cg")
         (root / PARENT).mkdir()
@@ -124,6 +132,12 @@ class TestV1Files:
         assert (cg.oom_kills(), cg.limit_hits(), cg.peak_mib()) == (3, 12, 64)
         cg.reset_peak()
         assert (mem / "memory.max_usage_in_bytes").read_text() == "0"
+
+    def test_throttled_time_is_read_in_nanoseconds(self, tmp_path: Path) -> None:
+        cg = CgroupManager(fake_v1(tmp_path / "cg"), instance="1-t").create("p", 500, 128)
+        cpu = tmp_path / "cg" / "cpu" / PARENT / "1-t" / "p"
+        (cpu / "cpu.stat").write_text("nr_periods 9\nnr_throttled 2\nthrottled_time 47500000\n")
+        assert cg.throttled_ms() == 47.5
 
     def test_stale_instances_of_dead_backends_are_reaped(self, tmp_path: Path) -> None:
         root = fake_v1(tmp_path / "cg")
@@ -177,6 +191,7 @@ class TestRealHierarchy:
         try:
             assert cg.cpu_limit_millicores() == 300
             assert all(d.is_dir() for d in cg.dirs)
+            assert cg.throttled_ms() == 0.0  # nothing has run in it yet
         finally:
             mgr.close()
         assert not any(d.exists() for d in cg.dirs)
