@@ -6,7 +6,8 @@
 Each positional argument is `default` or `field=value,...` overrides of `AgentConfig`
 (`vw.field=value` for its `VWConfig`; Python literals); `--minutes 0` replays the whole day. Prints, per variant, the SLO-violation rate, the allocated
 vCPU-seconds against the oracle's, the violation rate by k-th invocation of each function, and
-the wall time, so agent changes can be judged by the simulator's own numbers.
+the wall time, so agent changes can be judged by the simulator's own numbers. `--by-reason`
+adds, per variant, the misses of the popular functions by the agent's decision reason.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 from shabari.agent import AgentConfig, ShabariAgent
+from shabari.agent.policy import DecisionContext
+from shabari.core.types import Decision, Outcome
 from shabari.data.traces import load_trace
 from shabari.sim.cli import load_perf_sources
 from shabari.sim.engine import PolicyResult, SimConfig, Workload, run_policy
@@ -61,6 +64,9 @@ def main() -> int:
                     help="comma-separated simulator policies to print beside (e.g. vpa)")
     ap.add_argument("--minutes", type=float, default=240.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--by-reason", action="store_true",
+                    help="also break each variant's misses down by the agent's decision reason "
+                         "(sure / possible / probe / ...) for functions with >= 1000 invocations")
     args = ap.parse_args()
     minutes = args.minutes if args.minutes > 0 else None
     trace = load_trace(args.trace, args.trace_format, minutes=minutes, seed=args.seed)
@@ -103,11 +109,40 @@ def main() -> int:
         res = run_policy(work, make_policy(name, work), keep_per_invocation=True)
         line(name, res, time.perf_counter() - t0)
     for text in args.variants:
-        agent = ShabariAgent(args.seed, parse_variant(text))
+        agent = (ReasonRecorder if args.by_reason else ShabariAgent)(args.seed, parse_variant(text))
         t0 = time.perf_counter()
         res = run_policy(work, agent, keep_per_invocation=True)
         line(text, res, time.perf_counter() - t0)
+        if isinstance(agent, ReasonRecorder):
+            popular = {f for f, c in seen.items() if c >= 1000}
+            print(agent.breakdown(popular), flush=True)
     return 0
+
+
+class ReasonRecorder(ShabariAgent):
+    """The agent, counting every outcome it learns by its decision's reason (its first word)
+    and whether it missed the SLO: where the misses come from."""
+
+    def __init__(self, seed: int, config: AgentConfig) -> None:
+        super().__init__(seed, config)
+        self.runs: collections.Counter[tuple[str, str, bool]] = collections.Counter()
+
+    def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome) -> None:
+        missed = not outcome.ok or (ctx.slo_ms is not None and outcome.latency_ms > ctx.slo_ms)
+        reason = decision.reason.split(" ")[0].rstrip(":")
+        self.runs[(str(ctx.spec.name), reason, missed)] += 1
+        super().learn(ctx, decision, outcome)
+
+    def breakdown(self, functions: set[str]) -> str:
+        total: collections.Counter[str] = collections.Counter()
+        missed: collections.Counter[str] = collections.Counter()
+        for (fn, reason, miss), n in self.runs.items():
+            if fn in functions:
+                total[reason] += n
+                missed[reason] += n if miss else 0
+        return "  functions >= 1000 invocations, by reason: " + ", ".join(
+            f"{r} {missed[r]:,}/{n:,} missed ({100 * missed[r] / n:.1f}%)"
+            for r, n in total.most_common())
 
 
 if __name__ == "__main__":
