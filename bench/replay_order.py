@@ -41,7 +41,7 @@ ROTATION = [["c", "b", "a"], ["b", "a", "c"], ["a", "c", "b"]]
 ORDERINGS = {
     "rotation": ROTATION,
     "mirrored": [[{"a": "b", "b": "a"}.get(p, p) for p in row] for row in ROTATION],
-    "williams": [[sorted(PODS)[k] for k in row] for row in balanced_orders(len(PODS))],
+    "williams": [[list(PODS)[k] for k in row] for row in balanced_orders(len(PODS))],
 }
 
 

@@ -201,12 +201,13 @@ def _warmup(spec: FunctionSpec, cfg: AgentConfig) -> int:
     return cfg.safe_start_outcomes if warmup is None else warmup
 
 
-def _explore(spec: FunctionSpec, cfg: AgentConfig) -> tuple[float, float]:
+def _explore(spec: FunctionSpec, cfg: AgentConfig, via: str) -> tuple[float, float]:
     """(probe rate, cap on a probe's probability) under the spec's `exploration`: disabled
     means never probe; `rate` caps the probability of any probe (so the share of
-    exploratory decisions stays below it)."""
+    exploratory decisions stays below it). A class deciding with a heavier class's evidence
+    (`via` = `_BORROWED`) never probes: the estimates it would probe between are not its own."""
     e = spec.exploration
-    if not e.enabled:
+    if not e.enabled or via == _BORROWED:
         return 0.0, 0.0
     return cfg.explore, 1.0 if e.rate is None else e.rate
 
@@ -310,7 +311,7 @@ class ShabariAgent:
             index, reason = self._unseen(ctx, fs, fv, slo, overhead, flags)
         else:
             index, probability, explored, reason = self._known(
-                fs, b, slo, overhead, (0.0, 0.0) if via == _BORROWED else _explore(spec, cfg))
+                fs, b, slo, overhead, _explore(spec, cfg, via))
             reason += via
         size = sizes[index]
         if b is not None and b.peak <= 0 and b.mem_ok and b.mem_ok_runs >= \
@@ -371,7 +372,7 @@ class ShabariAgent:
                       else "declared default") + " decides")
         else:
             chosen, probs, reason, why = self._explain_known(
-                fs, b, slo, overhead, (0.0, 0.0) if via == _BORROWED else _explore(spec, cfg))
+                fs, b, slo, overhead, _explore(spec, cfg, via))
             if via:
                 reason += via
                 why += (" (no input of this class has run yet: the evidence is its function's "
@@ -474,7 +475,7 @@ class ShabariAgent:
 
     def _memory_need(self, fs: FunctionState, b: Bin | None, fv: FeatureVector,
                      spec: FunctionSpec, via: str,
-                     warm_idle: tuple[Size, ...] = ()) -> tuple[float, str]:
+                     warm_idle: tuple[Size, ...]) -> tuple[float, str]:
         """MiB to give the input, and a note when it is the declared default's."""
         cfg = self.config
         ecfg = cfg.evidence

@@ -16,12 +16,14 @@ import argparse
 import ast
 import collections
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
 
 from shabari.agent import AgentConfig, ShabariAgent
 from shabari.agent.policy import DecisionContext
+from shabari.core.cost import violated
 from shabari.core.types import Decision, Outcome
 from shabari.data.traces import load_trace
 from shabari.sim.cli import load_perf_sources
@@ -128,7 +130,7 @@ class ReasonRecorder(ShabariAgent):
         self.runs: collections.Counter[tuple[str, str, bool]] = collections.Counter()
 
     def learn(self, ctx: DecisionContext, decision: Decision, outcome: Outcome) -> None:
-        missed = not outcome.ok or (ctx.slo_ms is not None and outcome.latency_ms > ctx.slo_ms)
+        missed = violated(outcome, math.inf if ctx.slo_ms is None else ctx.slo_ms)
         reason = decision.reason.split(" ")[0].rstrip(":")
         self.runs[(str(ctx.spec.name), reason, missed)] += 1
         super().learn(ctx, decision, outcome)
